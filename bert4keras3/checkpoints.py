@@ -1,0 +1,237 @@
+"""Checkpoint readers and the weight loader.
+
+Formats, detected from the path:
+
+* Google / TensorFlow checkpoint prefix (``bert_model.ckpt``, ``model.ckpt-1000000``):
+  read with TensorFlow's checkpoint reader (TensorFlow must be installed);
+* Hugging Face: a model directory, ``*.safetensors`` (sharded index too),
+  ``pytorch_model.bin`` (loaded with ``weights_only=True``);
+* Keras ``*.weights.h5`` saved from this package.
+
+The name mapping itself lives beside each model (``GOOGLE_NAMES`` / ``HF_NAMES``).
+"""
+import json
+import os
+import re
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "detect_format",
+    "open_checkpoint",
+    "load_into",
+    "CheckpointError",
+    "OPTIMIZER_PATTERNS",
+]
+
+#: checkpoint variables that belong to optimizers / bookkeeping, never reported
+OPTIMIZER_PATTERNS = (
+    r"(^|/)global_step$", r"/adam_[mv]$", r"/Adam(_\d+)?$", r"_slot_v[cr]?$",
+    r"/Momentum$", r"/RMSProp(_\d+)?$", r"/Adafactor", r"(^|/)beta[12]_power$",
+    r"(^|/)(good|bad)_steps$", r"(^|/)loss_scale$", r"/ExponentialMovingAverage$",
+    r"/lamb_[mv]$", r"/accum$",
+)
+
+
+class CheckpointError(ValueError):
+    """Raised when a checkpoint does not fit the model (missing or misshapen weights)."""
+
+
+def detect_format(path):
+    """Return ``"keras"``, ``"hf"`` or ``"google"`` for a checkpoint path."""
+    path = os.fspath(path)
+    if path.endswith(".weights.h5") or path.endswith(".h5"):
+        fmt = "keras"
+    elif os.path.isdir(path):
+        fmt = "hf"
+    elif path.endswith((".safetensors", ".bin", ".pt", ".pth", ".index.json")):
+        fmt = "hf"
+    else:
+        fmt = "google"
+    if fmt == "google":
+        if not (os.path.exists(path + ".index") or os.path.exists(path)):
+            raise FileNotFoundError(
+                f"checkpoint not found: expected a TensorFlow checkpoint prefix with "
+                f"{path!r}.index beside it, a Hugging Face directory / *.safetensors / "
+                f"pytorch_model.bin, or a *.weights.h5 file; found nothing at {path!r}"
+            )
+    elif not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r} does not exist")
+    return fmt
+
+
+class GoogleReader:
+    """Read variables of a TensorFlow checkpoint (needs ``tensorflow``)."""
+
+    def __init__(self, path):
+        try:
+            import tensorflow as tf
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "reading a TensorFlow checkpoint needs the 'tensorflow' (or "
+                "'tensorflow-cpu') package; install it or convert the checkpoint "
+                "to .weights.h5 once"
+            ) from e
+        self.reader = tf.train.load_checkpoint(path)
+        self.shapes = {
+            k: tuple(v) for k, v in self.reader.get_variable_to_shape_map().items()
+        }
+
+    def get(self, name):
+        return np.asarray(self.reader.get_tensor(name))
+
+
+class HFReader:
+    """Read tensors of Hugging Face files (safetensors, sharded or not, or a torch ``.bin``)."""
+
+    def __init__(self, path):
+        files = self._resolve(os.fspath(path))
+        self.where = {}
+        self.shapes = {}
+        self._torch_cache = {}
+        for file in files:
+            if file.endswith(".safetensors"):
+                from safetensors import safe_open
+
+                with safe_open(file, framework="np") as f:
+                    for k in f.keys():
+                        self.where[k] = file
+                        self.shapes[k] = tuple(f.get_slice(k).get_shape())
+            else:
+                state = self._load_torch(file)
+                for k, v in state.items():
+                    self.where[k] = file
+                    self.shapes[k] = tuple(v.shape)
+
+    @staticmethod
+    def _resolve(path):
+        if os.path.isdir(path):
+            for name in ("model.safetensors", "model.safetensors.index.json",
+                         "pytorch_model.bin", "pytorch_model.bin.index.json"):
+                candidate = os.path.join(path, name)
+                if os.path.exists(candidate):
+                    return HFReader._resolve(candidate)
+            raise FileNotFoundError(
+                f"no weights in Hugging Face directory {path!r}: expected model.safetensors, "
+                "model.safetensors.index.json, pytorch_model.bin or its index"
+            )
+        if path.endswith(".index.json"):
+            with open(path, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+            folder = os.path.dirname(path)
+            return sorted({os.path.join(folder, v) for v in weight_map.values()})
+        return [path]
+
+    def _load_torch(self, file):
+        if file not in self._torch_cache:
+            try:
+                import torch
+            except ImportError as e:  # pragma: no cover
+                raise ImportError(
+                    f"reading {file!r} needs 'torch'; or save the model as safetensors"
+                ) from e
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            self._torch_cache[file] = state
+        return self._torch_cache[file]
+
+    def get(self, name):
+        file = self.where[name]
+        if file.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(file, framework="np") as f:
+                return np.asarray(f.get_tensor(name))
+        tensor = self._torch_cache[file][name]
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        return tensor.detach().cpu().numpy()
+
+
+def open_checkpoint(path):
+    """Open a Google or Hugging Face checkpoint; returns ``(format, reader)``.
+
+    ``reader.shapes`` maps every variable name to its shape; ``reader.get(name)``
+    returns a NumPy array.
+    """
+    fmt = detect_format(path)
+    if fmt == "keras":
+        raise ValueError("a .weights.h5 file is loaded with model.load_weights, not a reader")
+    return fmt, (GoogleReader(path) if fmt == "google" else HFReader(path))
+
+
+def _choose_prefix(transformer, fmt, reader):
+    prefixes = transformer.GOOGLE_PREFIXES if fmt == "google" else transformer.HF_PREFIXES
+    best, best_hits = prefixes[0], -1
+    for prefix in prefixes:
+        mapping = transformer.weight_names(fmt, prefix)
+        hits = sum(name in reader.shapes for name, _ in mapping.values())
+        if hits > best_hits:
+            best, best_hits = prefix, hits
+    return best
+
+
+def _is_ignored(name, patterns):
+    return any(re.search(p, name) for p in patterns)
+
+
+def load_into(transformer, checkpoint_path):
+    """Set every weight of ``transformer.model`` from ``checkpoint_path``.
+
+    Raises :class:`CheckpointError` naming every missing or misshapen variable
+    (with both shapes); warns about checkpoint variables left unused
+    (optimizer slots and known derived buffers excepted).
+    """
+    fmt = detect_format(checkpoint_path)
+    model = transformer.model
+    if fmt == "keras":
+        model.load_weights(checkpoint_path)
+        return
+    fmt, reader = open_checkpoint(checkpoint_path)
+    prefix = _choose_prefix(transformer, fmt, reader)
+    mapping = transformer.weight_names(fmt, prefix)
+    keep = transformer.keep_tokens
+    vocab_weights = set(getattr(transformer, "VOCAB_WEIGHTS", ()))
+    problems, values, used = [], [], set()
+    for w in model.weights:
+        if w.path not in mapping:
+            problems.append(f"model weight {w.path!r} {tuple(w.shape)} has no checkpoint name "
+                            f"in {type(transformer).__name__}'s {fmt} table")
+            continue
+        name, transform = mapping[w.path]
+        if name not in reader.shapes:
+            problems.append(f"missing variable {name!r} for model weight {w.path!r} "
+                            f"(expected shape {tuple(w.shape)})")
+            continue
+        used.add(name)
+        array = reader.get(name)
+        if transform == "T":
+            array = array.T
+        if keep is not None and w.path in vocab_weights:
+            if array.shape[0] != transformer.full_vocab_size:
+                problems.append(
+                    f"variable {name!r} has {array.shape[0]} vocabulary rows, expected "
+                    f"{transformer.full_vocab_size} (vocab_size) before keep_tokens"
+                )
+                continue
+            array = array[keep]
+        if tuple(array.shape) != tuple(w.shape):
+            problems.append(f"shape mismatch for {name!r} -> {w.path!r}: checkpoint "
+                            f"{tuple(array.shape)}, model {tuple(w.shape)}")
+            continue
+        values.append((w, array))
+    if problems:
+        raise CheckpointError(
+            f"cannot load {checkpoint_path!r} into {type(transformer).__name__}:\n  "
+            + "\n  ".join(problems)
+        )
+    for w, array in values:
+        w.assign(array.astype(w.dtype))
+    ignored = OPTIMIZER_PATTERNS + tuple(getattr(transformer, "IGNORED", ()))
+    unused = sorted(n for n in reader.shapes if n not in used and not _is_ignored(n, ignored))
+    if unused:
+        warnings.warn(
+            f"{len(unused)} checkpoint variable(s) of {checkpoint_path!r} not used by the "
+            f"model: {unused}",
+            stacklevel=3,
+        )

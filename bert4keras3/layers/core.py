@@ -1,0 +1,538 @@
+"""Core Keras layers: embeddings, normalisation, attention, feed-forward.
+
+All layers use ``keras.ops`` only, implement ``get_config`` and are registered
+for ``.keras`` serialization under the package name ``bert4keras3``.
+"""
+import keras
+from keras import ops
+
+from bert4keras3 import backend as B
+
+__all__ = [
+    "Embedding",
+    "BiasAdd",
+    "PositionEmbedding",
+    "SinusoidalPositionEmbedding",
+    "LayerNormalization",
+    "MultiHeadAttention",
+    "FeedForward",
+    "AttentionMask",
+    "FirstToken",
+]
+
+register = keras.saving.register_keras_serializable(package="bert4keras3")
+
+
+@register
+class Embedding(keras.layers.Embedding):
+    """Token embedding that doubles as the tied output projection.
+
+    ``layer(ids)`` looks ids up; ``layer(hidden, mode="dense")`` returns
+    ``hidden @ embeddings.T`` (logits over the vocabulary), sharing weights.
+    """
+
+    def call(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().call(inputs)
+        if mode == "dense":
+            kernel = ops.cast(self.embeddings, inputs.dtype)
+            return ops.matmul(inputs, ops.transpose(kernel))
+        raise ValueError(f"Embedding mode must be 'embedding' or 'dense', found {mode!r}")
+
+    def compute_mask(self, inputs, mask=None):
+        if len(inputs.shape) > 2 or not self.mask_zero:
+            # dense mode (hidden states in): pass the incoming mask through
+            return mask if len(inputs.shape) > 2 else None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, input_shape, mode="embedding"):
+        if mode == "dense":
+            return tuple(input_shape[:-1]) + (self.input_dim,)
+        return super().compute_output_shape(input_shape)
+
+    def compute_output_spec(self, inputs, mode="embedding"):
+        if mode == "dense":
+            return keras.KerasTensor(
+                tuple(inputs.shape[:-1]) + (self.input_dim,), dtype=self.compute_dtype
+            )
+        return super().compute_output_spec(inputs)
+
+
+@register
+class BiasAdd(keras.layers.Layer):
+    """Add a trainable bias over the last axis (e.g. the MLM output bias)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(
+            name="bias", shape=(input_shape[-1],), initializer="zeros"
+        )
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, inputs.dtype)
+
+
+@register
+class PositionEmbedding(keras.layers.Layer):
+    """Trainable absolute position embedding (BERT).
+
+    Input: ``x`` (``[batch, seq, dim]``), or ``[x, position_ids]`` with
+    ``custom_position_ids=True``. ``merge_mode``: ``"add"``, ``"mul"``,
+    ``"zero"`` (return the embeddings alone).
+    """
+
+    def __init__(self, input_dim, output_dim, merge_mode="add",
+                 embeddings_initializer="zeros", custom_position_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        if merge_mode not in ("add", "mul", "zero"):
+            raise ValueError(f"merge_mode must be 'add', 'mul' or 'zero', found {merge_mode!r}")
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.custom_position_ids = custom_position_ids
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+        )
+
+    def call(self, inputs):
+        if self.custom_position_ids:
+            x, position_ids = inputs
+            pos = ops.take(self.embeddings, ops.cast(position_ids, "int32"), axis=0)
+        else:
+            x = inputs
+            seq_len = ops.shape(x)[1]
+            pos = self.embeddings[None, :seq_len]
+        pos = ops.cast(pos, x.dtype)
+        if self.merge_mode == "add":
+            return x + pos
+        if self.merge_mode == "mul":
+            return x * (pos + 1.0)
+        return ops.broadcast_to(pos, ops.shape(x)[:-1] + (self.output_dim,))
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            return mask[0]
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        if self.custom_position_ids:
+            input_shape = input_shape[0]
+        return tuple(input_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_dim=self.input_dim,
+            output_dim=self.output_dim,
+            merge_mode=self.merge_mode,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            custom_position_ids=self.custom_position_ids,
+        )
+        return config
+
+
+@register
+class SinusoidalPositionEmbedding(keras.layers.Layer):
+    """Fixed sinusoidal position embedding (``[sin..., cos...]`` layout)."""
+
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False,
+                 base=10000.0, **kwargs):
+        super().__init__(**kwargs)
+        if merge_mode not in ("add", "mul", "zero"):
+            raise ValueError(f"merge_mode must be 'add', 'mul' or 'zero', found {merge_mode!r}")
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.custom_position_ids = custom_position_ids
+        self.base = base
+        self.supports_masking = True
+
+    def call(self, inputs):
+        if self.custom_position_ids:
+            x, positions = inputs
+        else:
+            x = inputs
+            positions = ops.arange(ops.shape(x)[1])[None]
+        pos = ops.cast(B.sinusoidal_embeddings(positions, self.output_dim, self.base), x.dtype)
+        if self.merge_mode == "add":
+            return x + pos
+        if self.merge_mode == "mul":
+            return x * (pos + 1.0)
+        return ops.broadcast_to(pos, ops.shape(x)[:-1] + (self.output_dim,))
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            return mask[0]
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        if self.custom_position_ids:
+            input_shape = input_shape[0]
+        return tuple(input_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            output_dim=self.output_dim,
+            merge_mode=self.merge_mode,
+            custom_position_ids=self.custom_position_ids,
+            base=self.base,
+        )
+        return config
+
+
+@register
+class LayerNormalization(keras.layers.Layer):
+    """Layer normalisation in the bert4keras style.
+
+    * standard: ``zero_mean=True, unit_variance=True`` (gamma, beta);
+    * RMS norm (T5): ``zero_mean=False, center=False``;
+    * parameter-free (RoFormerV2): ``zero_mean=False, center=False, scale=False``;
+    * conditional: ``conditional=True`` and inputs ``[x, condition]``; gamma and
+      beta are shifted by (zero-initialised) projections of the condition.
+
+    Statistics are computed in float32 whatever the compute dtype.
+    """
+
+    def __init__(self, center=True, scale=True, epsilon=None, zero_mean=True,
+                 unit_variance=True, conditional=False, hidden_units=None,
+                 hidden_activation="linear", hidden_initializer="glorot_uniform",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.center = center
+        self.scale = scale
+        self.epsilon = 1e-12 if epsilon is None else epsilon
+        self.zero_mean = zero_mean
+        self.unit_variance = unit_variance
+        self.conditional = conditional
+        self.hidden_units = hidden_units
+        self.hidden_activation = hidden_activation
+        self.hidden_initializer = keras.initializers.get(hidden_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        shape = input_shape[0] if self.conditional else input_shape
+        dim = shape[-1]
+        if dim is None:
+            raise ValueError("LayerNormalization needs a known last dimension, found None")
+        if self.scale:
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+        if self.center:
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+        if self.conditional:
+            cond_shape = tuple(input_shape[1])
+            if self.hidden_units is not None:
+                self.hidden_dense = keras.layers.Dense(
+                    self.hidden_units,
+                    activation=B.get_activation(self.hidden_activation),
+                    use_bias=False,
+                    kernel_initializer=self.hidden_initializer,
+                    name="hidden_dense",
+                )
+                self.hidden_dense.build(cond_shape)
+                cond_shape = cond_shape[:-1] + (self.hidden_units,)
+            if self.scale:
+                self.gamma_dense = keras.layers.Dense(
+                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense"
+                )
+                self.gamma_dense.build(cond_shape)
+            if self.center:
+                self.beta_dense = keras.layers.Dense(
+                    dim, use_bias=False, kernel_initializer="zeros", name="beta_dense"
+                )
+                self.beta_dense.build(cond_shape)
+
+    def call(self, inputs):
+        if self.conditional:
+            x, cond = inputs
+            if self.hidden_units is not None:
+                cond = self.hidden_dense(cond)
+            while len(cond.shape) < len(x.shape):
+                cond = ops.expand_dims(cond, 1)
+        else:
+            x = inputs
+        dtype = x.dtype
+        h = ops.cast(x, "float32")
+        if self.zero_mean:
+            h = h - ops.mean(h, axis=-1, keepdims=True)
+        if self.unit_variance:
+            variance = ops.mean(ops.square(h), axis=-1, keepdims=True)
+            h = h * ops.rsqrt(variance + self.epsilon)
+        h = ops.cast(h, dtype)
+        if self.scale:
+            gamma = ops.cast(self.gamma, dtype)
+            if self.conditional:
+                gamma = gamma + self.gamma_dense(cond)
+            h = h * gamma
+        if self.center:
+            beta = ops.cast(self.beta, dtype)
+            if self.conditional:
+                beta = beta + self.beta_dense(cond)
+            h = h + beta
+        return h
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            return mask[0]
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0] if self.conditional else input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            center=self.center,
+            scale=self.scale,
+            epsilon=self.epsilon,
+            zero_mean=self.zero_mean,
+            unit_variance=self.unit_variance,
+            conditional=self.conditional,
+            hidden_units=self.hidden_units,
+            hidden_activation=self.hidden_activation,
+            hidden_initializer=keras.initializers.serialize(self.hidden_initializer),
+        )
+        return config
+
+
+@register
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention (bert4keras layout: ``q_dense``, ``k_dense``, ``v_dense``, ``o_dense``).
+
+    Args:
+        heads: number of heads.
+        head_size: per-head size of values.
+        out_dim: output size (default ``heads * head_size``).
+        key_size: per-head size of queries/keys (default ``head_size``).
+        use_bias: biases on the four projections.
+        attention_scale: divide scores by ``sqrt(key_size)``.
+        attention_dropout: dropout rate on the attention weights.
+        normalization: ``"softmax"``, ``"softmax_plus"`` or ``"squared_relu"``
+            (see :func:`bert4keras3.backend.attention_normalize`).
+        min_length: clamp of n for ``softmax_plus`` (``None`` = as trained).
+        rotary: apply RoFormer rotary position embeddings to queries and keys.
+        rotary_base: rotary frequency base.
+
+    Call: ``layer(query, key=None, value=None, attention_mask=None,
+    attention_bias=None, positions=None, key_positions=None)``.
+    ``attention_mask`` is boolean, broadcastable to ``[batch, heads, q, k]``
+    (true = may attend); ``attention_bias`` is added to the scores (e.g. T5's
+    relative bias); ``positions`` / ``key_positions`` are rotary positions
+    (default ``arange``).
+    """
+
+    def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
+                 attention_scale=True, attention_dropout=None, normalization="softmax",
+                 min_length=None, rotary=False, rotary_base=10000.0,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if normalization not in ("softmax", "softmax_plus", "squared_relu"):
+            raise ValueError(
+                "normalization must be 'softmax', 'softmax_plus' or 'squared_relu', "
+                f"found {normalization!r}"
+            )
+        self.heads = heads
+        self.head_size = head_size
+        self.out_dim = out_dim or heads * head_size
+        self.key_size = key_size or head_size
+        self.use_bias = use_bias
+        self.attention_scale = attention_scale
+        self.attention_dropout = attention_dropout
+        self.normalization = normalization
+        self.min_length = min_length
+        self.rotary = rotary
+        self.rotary_base = rotary_base
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+        def dense(units, name):
+            return keras.layers.Dense(
+                units, use_bias=use_bias, kernel_initializer=self.kernel_initializer, name=name
+            )
+        self.q_dense = dense(self.key_size * heads, "q_dense")
+        self.k_dense = dense(self.key_size * heads, "k_dense")
+        self.v_dense = dense(self.head_size * heads, "v_dense")
+        self.o_dense = dense(self.out_dim, "o_dense")
+        self.dropout = keras.layers.Dropout(attention_dropout or 0.0)
+
+    def build(self, query_shape, key_shape=None, value_shape=None, *args, **kwargs):
+        key_shape = key_shape or query_shape
+        value_shape = value_shape or key_shape
+        self.q_dense.build(query_shape)
+        self.k_dense.build(key_shape)
+        self.v_dense.build(value_shape)
+        self.o_dense.build(tuple(query_shape[:-1]) + (self.heads * self.head_size,))
+
+    def project_kv(self, key, value):
+        """Project keys and values to ``[batch, k, heads, size]`` (no rotary)."""
+        k = self.k_dense(key)
+        v = self.v_dense(value)
+        k = ops.reshape(k, ops.shape(k)[:-1] + (self.heads, self.key_size))
+        v = ops.reshape(v, ops.shape(v)[:-1] + (self.heads, self.head_size))
+        return k, v
+
+    def attend(self, q, k, v, attention_mask=None, attention_bias=None, training=None):
+        """Attention of projected ``q`` over projected ``k``/``v``; returns the output projection."""
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
+        if self.attention_scale:
+            scores = scores / ops.cast(self.key_size ** 0.5, scores.dtype)
+        if attention_bias is not None:
+            scores = scores + ops.cast(attention_bias, scores.dtype)
+        if attention_mask is not None:
+            attention_mask = ops.cast(attention_mask, "bool")
+        weights = B.attention_normalize(
+            scores, attention_mask, self.normalization, min_length=self.min_length
+        )
+        weights = self.dropout(weights, training=training)
+        out = ops.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
+        return self.o_dense(out)
+
+    def call(self, query, key=None, value=None, attention_mask=None,
+             attention_bias=None, positions=None, key_positions=None, training=None):
+        key = query if key is None else key
+        value = key if value is None else value
+        q = self.q_dense(query)
+        q = ops.reshape(q, ops.shape(q)[:-1] + (self.heads, self.key_size))
+        k, v = self.project_kv(key, value)
+        if self.rotary:
+            if positions is None:
+                positions = ops.arange(ops.shape(q)[1])
+            if key_positions is None:
+                key_positions = ops.arange(ops.shape(k)[1]) if key is not query else positions
+            sin, cos = B.rotary_sin_cos(positions, self.key_size, self.rotary_base)
+            q = B.apply_rotary(q, sin, cos)
+            sin, cos = B.rotary_sin_cos(key_positions, self.key_size, self.rotary_base)
+            k = B.apply_rotary(k, sin, cos)
+        return self.attend(q, k, v, attention_mask, attention_bias, training)
+
+    def compute_output_shape(self, query_shape, *args, **kwargs):
+        return tuple(query_shape[:-1]) + (self.out_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            heads=self.heads,
+            head_size=self.head_size,
+            out_dim=self.out_dim,
+            key_size=self.key_size,
+            use_bias=self.use_bias,
+            attention_scale=self.attention_scale,
+            attention_dropout=self.attention_dropout,
+            normalization=self.normalization,
+            min_length=self.min_length,
+            rotary=self.rotary,
+            rotary_base=self.rotary_base,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@register
+class FeedForward(keras.layers.Layer):
+    """Position-wise feed-forward block: ``o_dense(act(i0_dense(x)))``.
+
+    With a list of activations the block is gated (GLU family):
+    ``o_dense(act_0(x W_0) * act_1(x W_1) * ...)``, sublayers ``i0_dense``,
+    ``i1_dense``, ... e.g. T5.1.1 uses ``["gelu_tanh", "linear"]``.
+    """
+
+    def __init__(self, units, activation="relu", use_bias=True,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        acts = activation if isinstance(activation, (list, tuple)) else [activation]
+        self.activation = list(acts)
+        for act in self.activation:
+            B.get_activation(act)  # fail early on an unknown name
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+        self.in_denses = [
+            keras.layers.Dense(units, use_bias=use_bias,
+                               kernel_initializer=self.kernel_initializer, name=f"i{k}_dense")
+            for k in range(len(self.activation))
+        ]
+
+    def build(self, input_shape):
+        for layer in self.in_denses:
+            layer.build(input_shape)
+        self.o_dense = keras.layers.Dense(
+            input_shape[-1], use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer, name="o_dense",
+        )
+        self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
+
+    def call(self, inputs):
+        h = None
+        for act, layer in zip(self.activation, self.in_denses):
+            y = B.get_activation(act)(layer(inputs))
+            h = y if h is None else h * y
+        return self.o_dense(h)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            activation=self.activation if len(self.activation) > 1 else self.activation[0],
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@register
+class AttentionMask(keras.layers.Layer):
+    """Boolean attention mask ``[batch, 1, seq, seq]`` from token ids.
+
+    ``mode``: ``"encoder"`` (padding only), ``"lm"`` (causal) or ``"unilm"``
+    (needs ``[token_ids, segment_ids]``). Token id 0 is padding.
+    """
+
+    def __init__(self, mode="encoder", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("encoder", "lm", "unilm"):
+            raise ValueError(f"mode must be 'encoder', 'lm' or 'unilm', found {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        if self.mode == "unilm":
+            token_ids, segment_ids = inputs
+        else:
+            token_ids = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        keys = ops.not_equal(token_ids, 0)[:, None, None, :]
+        if self.mode == "encoder":
+            return keys
+        if self.mode == "lm":
+            n = ops.shape(token_ids)[1]
+            return ops.logical_and(keys, B.causal_mask(n)[None, None])
+        return ops.logical_and(keys, B.unilm_mask(segment_ids)[:, None])
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode)
+        return config
+
+
+@register
+class FirstToken(keras.layers.Layer):
+    """Take the first position of a sequence (the [CLS] vector)."""
+
+    def call(self, inputs):
+        return inputs[:, 0]
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + tuple(input_shape[2:])
