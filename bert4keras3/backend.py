@@ -175,17 +175,24 @@ def unilm_mask(segment_ids):
     return idx[:, None, :] <= idx[:, :, None]
 
 
+_register = keras.saving.register_keras_serializable(package="bert4keras3")
+
+
+@_register
 def gelu_erf(x):
     """GELU, exact (erf) form: ``x * Phi(x)``."""
     return keras.activations.gelu(x, approximate=False)
 
 
+@_register
 def gelu_tanh(x):
     """GELU, tanh approximation (``gelu_new`` in transformers)."""
     return keras.activations.gelu(x, approximate=True)
 
 
-def _relu2(x):
+@_register
+def relu2(x):
+    """Squared ReLU."""
     return ops.square(ops.relu(x))
 
 
@@ -197,7 +204,7 @@ _ACTIVATIONS = {
     "gelu_fast": gelu_tanh,
     "gelu_pytorch_tanh": gelu_tanh,
     "relu": keras.activations.relu,
-    "relu2": _relu2,
+    "relu2": relu2,
     "swish": keras.activations.silu,
     "silu": keras.activations.silu,
     "tanh": keras.activations.tanh,

@@ -464,7 +464,7 @@ def load_config(config_path):
             raw = json.load(f)
     config = {}
     for key, value in raw.items():
-        if key in CONFIG_IGNORED:
+        if key in CONFIG_IGNORED or key.startswith("_"):
             continue
         config[CONFIG_ALIASES.get(key, key)] = value
     if config.get("rotary_value"):

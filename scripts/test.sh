@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite on JAX, then on TensorFlow.
+# Extra arguments go to pytest (e.g. scripts/test.sh -x -k bert).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYBIN="$(bash "$ROOT/scripts/setup_env.sh")" || { echo "environment setup failed" >&2; exit 1; }
+cd "$ROOT"
+export TF_CPP_MIN_LOG_LEVEL=2 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+status=0
+for backend in ${BERT4KERAS3_BACKENDS:-jax tensorflow}; do
+  echo "=== pytest on KERAS_BACKEND=$backend ==="
+  KERAS_BACKEND=$backend "$PYBIN" -m pytest -q "$@"
+  rc=$?
+  if [ $rc -eq 5 ]; then
+    echo "pytest collected no tests on $backend: failing" >&2
+    status=1
+  elif [ $rc -ne 0 ]; then
+    echo "pytest failed on $backend (exit $rc)" >&2
+    status=1
+  fi
+done
+exit $status
