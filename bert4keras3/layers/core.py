@@ -31,6 +31,10 @@ class Embedding(keras.layers.Embedding):
     ``hidden @ embeddings.T`` (logits over the vocabulary), sharing weights.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supports_masking = True
+
     def call(self, inputs, mode="embedding"):
         if mode == "embedding":
             return super().call(inputs)

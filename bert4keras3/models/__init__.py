@@ -1,0 +1,27 @@
+"""Transformer models in the bert4keras shape and ``build_transformer_model``.
+
+Import path: ``from bert4keras3.models import build_transformer_model``.
+The package is split by family: ``base`` (the :class:`Transformer` base, config
+translation, the model registry), ``bert`` (BERT, RoFormer, RoFormerV2), and
+further families in their own modules. Each family registers its names with
+:func:`register_model`.
+"""
+from bert4keras3.models.base import (  # noqa: F401
+    MODELS,
+    Transformer,
+    build_transformer_model,
+    load_config,
+    register_model,
+)
+from bert4keras3.models.bert import BERT, RoFormer, RoFormerV2  # noqa: F401
+
+__all__ = ["Transformer", "BERT", "RoFormer", "RoFormerV2", "build_transformer_model",
+           "load_config", "register_model", "MODELS"]
+
+# further families register themselves on import
+for _module in ("t5", "gau"):
+    try:
+        __import__(f"bert4keras3.models.{_module}")
+    except ModuleNotFoundError as _e:  # family not present in this checkout
+        if _e.name != f"bert4keras3.models.{_module}":
+            raise
