@@ -263,6 +263,8 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if missing:
         raise ValueError(f"config is missing required key(s) {missing} for model {model!r}")
     config["application"] = application
+    if checkpoint_path is not None:
+        checkpoints.detect_format(checkpoint_path)  # fail fast on a bad path
     transformer = cls(**config)
     transformer.build()
     if checkpoint_path is not None:
