@@ -145,6 +145,33 @@ class Transformer:
             )
         return self.attention_mask
 
+    # -- generation ---------------------------------------------------------
+    def cached_decoder(self):
+        """A :class:`bert4keras3.generation.CachedDecoder` for this model.
+
+        The default serves the ``lm`` / ``unilm`` applications of the encoder
+        families; encoder-decoder families override it.
+        """
+        from bert4keras3.models.decoding import lm_cached_decoder
+
+        return lm_cached_decoder(self)
+
+    def generate(self, inputs, max_new_tokens, method="greedy", beam_size=4, top_k=None,
+                 top_p=None, temperature=1.0, end_id=None, min_new_tokens=0, allowed=None,
+                 seed=None, **kwargs):
+        """Cached, compiled decoding (see :func:`bert4keras3.generation.generate`).
+
+        ``inputs``: LM — prompt token ids (0-padded batch); UniLM —
+        ``[token_ids, segment_ids]`` (the prompt is segment 0). Returns one list
+        of new ids per input.
+        """
+        from bert4keras3.generation import generate
+
+        return generate(self.cached_decoder(), inputs, max_new_tokens, method=method,
+                        beam_size=beam_size, top_k=top_k, top_p=top_p,
+                        temperature=temperature, end_id=end_id,
+                        min_new_tokens=min_new_tokens, allowed=allowed, seed=seed, **kwargs)
+
     # -- weights ------------------------------------------------------------
     def weight_names(self, fmt, prefix):
         """Map every Keras weight path of the model to a checkpoint name.
