@@ -131,6 +131,10 @@ def attention_normalize(scores, mask=None, method="softmax", axis=-1,
             (the later clamped variant; ``None`` = as trained).
     """
     dtype = scores.dtype
+    if method == "softmax":
+        if mask is not None:
+            scores = ops.where(mask, scores, ops.cast(large_negative(dtype), dtype))
+        return ops.softmax(scores, axis=axis)
     if length is None:
         if mask is not None:
             full = ops.broadcast_to(ops.cast(mask, dtype), ops.shape(scores))
