@@ -58,6 +58,15 @@ def sequence_masking(x, mask, value=0.0, axis=1):
     return ops.where(mask, x, ops.cast(value, x.dtype))
 
 
+def _angles(positions, dim, base):
+    """``positions[..., None] * base ** (-2i / dim)`` for i < dim / 2, float32."""
+    if dim % 2:
+        raise ValueError(f"sinusoidal/rotary embeddings need an even dim, found {dim}")
+    positions = ops.cast(positions, "float32")
+    inv_freq = ops.power(float(base), -ops.arange(0, dim // 2, dtype="float32") * (2.0 / dim))
+    return ops.expand_dims(positions, -1) * inv_freq
+
+
 def sinusoidal_embeddings(positions, dim, base=10000.0, interleave=False):
     """Sinusoidal embeddings ``[..., dim]`` for (float) ``positions``.
 
@@ -65,13 +74,7 @@ def sinusoidal_embeddings(positions, dim, base=10000.0, interleave=False):
     (Transformer / RoFormer layout) or, with ``interleave``, ``sin, cos``
     alternating per frequency.
     """
-    if dim % 2:
-        raise ValueError(f"sinusoidal embeddings need an even dim, found {dim}")
-    positions = ops.cast(positions, "float32")
-    inv_freq = ops.power(
-        float(base), -ops.arange(0, dim // 2, dtype="float32") * (2.0 / dim)
-    )
-    angles = ops.expand_dims(positions, -1) * inv_freq
+    angles = _angles(positions, dim, base)
     sin, cos = ops.sin(angles), ops.cos(angles)
     if interleave:
         out = ops.stack([sin, cos], axis=-1)
@@ -85,14 +88,7 @@ def rotary_sin_cos(positions, dim, base=10000.0):
     Each frequency is repeated for the pair of features it rotates
     (features ``2i`` and ``2i+1``), as in RoFormer.
     """
-    if dim % 2:
-        raise ValueError(f"rotary embeddings need an even dim, found {dim}")
-    positions = ops.cast(positions, "float32")
-    inv_freq = ops.power(
-        float(base), -ops.arange(0, dim // 2, dtype="float32") * (2.0 / dim)
-    )
-    angles = ops.expand_dims(positions, -1) * inv_freq
-    angles = ops.repeat(angles, 2, axis=-1)
+    angles = ops.repeat(_angles(positions, dim, base), 2, axis=-1)
     return ops.sin(angles), ops.cos(angles)
 
 

@@ -79,8 +79,53 @@ class BiasAdd(keras.layers.Layer):
         return inputs + ops.cast(self.bias, inputs.dtype)
 
 
+class _PositionMerge(keras.layers.Layer):
+    """Shared plumbing of position embeddings: inputs, merge modes, mask, shapes."""
+
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        if merge_mode not in ("add", "mul", "zero"):
+            raise ValueError(f"merge_mode must be 'add', 'mul' or 'zero', found {merge_mode!r}")
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.custom_position_ids = custom_position_ids
+        self.supports_masking = True
+
+    def position_embeddings(self, x, position_ids):
+        """``[batch or 1, seq, output_dim]`` embeddings (``position_ids`` None = arange)."""
+        raise NotImplementedError
+
+    def call(self, inputs):
+        if self.custom_position_ids:
+            x, position_ids = inputs
+        else:
+            x, position_ids = inputs, None
+        pos = ops.cast(self.position_embeddings(x, position_ids), x.dtype)
+        if self.merge_mode == "add":
+            return x + pos
+        if self.merge_mode == "mul":
+            return x * (pos + 1.0)
+        return ops.broadcast_to(pos, ops.shape(x)[:-1] + (self.output_dim,))
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            return mask[0]
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        if self.custom_position_ids:
+            input_shape = input_shape[0]
+        return tuple(input_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_dim=self.output_dim, merge_mode=self.merge_mode,
+                      custom_position_ids=self.custom_position_ids)
+        return config
+
+
 @register
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(_PositionMerge):
     """Trainable absolute position embedding (BERT).
 
     Input: ``x`` (``[batch, seq, dim]``), or ``[x, position_ids]`` with
@@ -90,15 +135,9 @@ class PositionEmbedding(keras.layers.Layer):
 
     def __init__(self, input_dim, output_dim, merge_mode="add",
                  embeddings_initializer="zeros", custom_position_ids=False, **kwargs):
-        super().__init__(**kwargs)
-        if merge_mode not in ("add", "mul", "zero"):
-            raise ValueError(f"merge_mode must be 'add', 'mul' or 'zero', found {merge_mode!r}")
+        super().__init__(output_dim, merge_mode, custom_position_ids, **kwargs)
         self.input_dim = input_dim
-        self.output_dim = output_dim
-        self.merge_mode = merge_mode
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
-        self.custom_position_ids = custom_position_ids
-        self.supports_masking = True
 
     def build(self, input_shape):
         self.embeddings = self.add_weight(
@@ -107,89 +146,37 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=self.embeddings_initializer,
         )
 
-    def call(self, inputs):
-        if self.custom_position_ids:
-            x, position_ids = inputs
-            pos = ops.take(self.embeddings, ops.cast(position_ids, "int32"), axis=0)
-        else:
-            x = inputs
-            seq_len = ops.shape(x)[1]
-            pos = self.embeddings[None, :seq_len]
-        pos = ops.cast(pos, x.dtype)
-        if self.merge_mode == "add":
-            return x + pos
-        if self.merge_mode == "mul":
-            return x * (pos + 1.0)
-        return ops.broadcast_to(pos, ops.shape(x)[:-1] + (self.output_dim,))
-
-    def compute_mask(self, inputs, mask=None):
-        if isinstance(mask, (list, tuple)):
-            return mask[0]
-        return mask
-
-    def compute_output_shape(self, input_shape):
-        if self.custom_position_ids:
-            input_shape = input_shape[0]
-        return tuple(input_shape[:-1]) + (self.output_dim,)
+    def position_embeddings(self, x, position_ids):
+        if position_ids is None:
+            return self.embeddings[None, : ops.shape(x)[1]]
+        return ops.take(self.embeddings, ops.cast(position_ids, "int32"), axis=0)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             input_dim=self.input_dim,
-            output_dim=self.output_dim,
-            merge_mode=self.merge_mode,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
-            custom_position_ids=self.custom_position_ids,
         )
         return config
 
 
 @register
-class SinusoidalPositionEmbedding(keras.layers.Layer):
+class SinusoidalPositionEmbedding(_PositionMerge):
     """Fixed sinusoidal position embedding (``[sin..., cos...]`` layout)."""
 
     def __init__(self, output_dim, merge_mode="add", custom_position_ids=False,
                  base=10000.0, **kwargs):
-        super().__init__(**kwargs)
-        if merge_mode not in ("add", "mul", "zero"):
-            raise ValueError(f"merge_mode must be 'add', 'mul' or 'zero', found {merge_mode!r}")
-        self.output_dim = output_dim
-        self.merge_mode = merge_mode
-        self.custom_position_ids = custom_position_ids
+        super().__init__(output_dim, merge_mode, custom_position_ids, **kwargs)
         self.base = base
-        self.supports_masking = True
 
-    def call(self, inputs):
-        if self.custom_position_ids:
-            x, positions = inputs
-        else:
-            x = inputs
-            positions = ops.arange(ops.shape(x)[1])[None]
-        pos = ops.cast(B.sinusoidal_embeddings(positions, self.output_dim, self.base), x.dtype)
-        if self.merge_mode == "add":
-            return x + pos
-        if self.merge_mode == "mul":
-            return x * (pos + 1.0)
-        return ops.broadcast_to(pos, ops.shape(x)[:-1] + (self.output_dim,))
-
-    def compute_mask(self, inputs, mask=None):
-        if isinstance(mask, (list, tuple)):
-            return mask[0]
-        return mask
-
-    def compute_output_shape(self, input_shape):
-        if self.custom_position_ids:
-            input_shape = input_shape[0]
-        return tuple(input_shape[:-1]) + (self.output_dim,)
+    def position_embeddings(self, x, position_ids):
+        if position_ids is None:
+            position_ids = ops.arange(ops.shape(x)[1])[None]
+        return B.sinusoidal_embeddings(position_ids, self.output_dim, self.base)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            output_dim=self.output_dim,
-            merge_mode=self.merge_mode,
-            custom_position_ids=self.custom_position_ids,
-            base=self.base,
-        )
+        config.update(base=self.base)
         return config
 
 
