@@ -95,15 +95,15 @@ def rotary_sin_cos(positions, dim, base=10000.0):
 def apply_rotary(x, sin, cos):
     """Rotate feature pairs ``(x[2i], x[2i+1])`` of ``x`` by the given angles.
 
-    ``x``: ``[batch, seq, heads, dim]``; ``sin``/``cos``: ``[seq, dim]`` or
-    ``[batch, seq, dim]`` (from :func:`rotary_sin_cos`).
+    ``x``: ``[batch, seq, dim]`` or ``[batch, seq, heads, dim]``;
+    ``sin``/``cos``: ``[seq, dim]`` or ``[batch, seq, dim]`` (from :func:`rotary_sin_cos`).
     """
     sin = ops.cast(sin, x.dtype)
     cos = ops.cast(cos, x.dtype)
     if len(sin.shape) == 2:
-        sin, cos = sin[None, :, None, :], cos[None, :, None, :]
-    else:
-        sin, cos = sin[:, :, None, :], cos[:, :, None, :]
+        sin, cos = sin[None], cos[None]
+    for _ in range(len(x.shape) - 3):  # axes between seq and features
+        sin, cos = sin[:, :, None], cos[:, :, None]
     shape = ops.shape(x)
     pairs = ops.reshape(x, tuple(shape[:-1]) + (shape[-1] // 2, 2))
     rotated = ops.stack([-pairs[..., 1], pairs[..., 0]], axis=-1)
