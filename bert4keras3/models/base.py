@@ -234,8 +234,12 @@ REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attentio
                  "intermediate_size")
 
 
-def load_config(config_path):
-    """Read a JSON config (path or dict) and translate its keys to bert4keras names."""
+def load_config(config_path, keep=()):
+    """Read a JSON config (path or dict) and translate its keys to bert4keras names.
+
+    ``keep``: keys of ``CONFIG_IGNORED`` that the model class wants to see anyway
+    (a class lists them in ``CONFIG_KEEP``, e.g. T5's ``tie_word_embeddings``).
+    """
     if isinstance(config_path, dict):
         raw = dict(config_path)
     else:
@@ -245,7 +249,7 @@ def load_config(config_path):
             raw = json.load(f)
     config = {}
     for key, value in raw.items():
-        if key in CONFIG_IGNORED or key.startswith("_"):
+        if (key in CONFIG_IGNORED and key not in keep) or key.startswith("_"):
             continue
         config[CONFIG_ALIASES.get(key, key)] = value
     if config.get("rotary_value"):
@@ -275,8 +279,6 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         model = build_transformer_model("bert_config.json", "bert_model.ckpt")
         hidden = model.predict([token_ids, segment_ids])
     """
-    config = load_config(config_path) if config_path is not None else {}
-    config.update(kwargs)
     if isinstance(model, str):
         key = model.lower()
         if key not in MODELS:
@@ -286,6 +288,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         cls = model
     else:
         raise ValueError(f"model must be a name or a Transformer subclass, found {model!r}")
+    keep = getattr(cls, "CONFIG_KEEP", ())
+    config = load_config(config_path, keep=keep) if config_path is not None else {}
+    config.update(kwargs)
     missing = [k for k in getattr(cls, "REQUIRED_KEYS", REQUIRED_KEYS) if k not in config]
     if missing:
         raise ValueError(f"config is missing required key(s) {missing} for model {model!r}")

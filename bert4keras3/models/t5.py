@@ -1,0 +1,532 @@
+"""The T5 family (T5 v1.0, T5.1.1, mT5) in the bert4keras shape, with a cached decoder.
+
+Names (``build_transformer_model(..., model=NAME)``):
+
+* ``t5`` / ``t5.1.0``: ReLU feed-forward, output tied to the token embedding and
+  scaled by ``d_model ** -0.5``;
+* ``t5.1.1`` / ``mt5.1.1``: gated GELU (tanh approximation) feed-forward, untied
+  ``lm_head`` (``Decoder-Output-LM``), no output scale;
+* ``<name>_encoder`` / ``<name>_decoder``: the encoder or the decoder alone.
+
+With ``return_keras_model=False`` the object has ``.encoder``
+(``token_ids -> hidden``), ``.decoder`` (``[encoder_hidden, decoder_token_ids]
+-> probs``), ``.model`` (``[encoder_token_ids, decoder_token_ids] -> probs``)
+and ``.generate(...)`` (cached, compiled decoding; decoding starts from id 0).
+
+The encoder output is zero at padding positions (token id 0); the decoder reads
+its cross-attention padding mask from those zero vectors, so
+``decoder.predict([encoder.predict(ids), decoder_ids])`` handles 0-padded batches.
+
+Layer names (the keys of the checkpoint tables below):
+``Embedding-Token`` (shared), ``Encoder-Embedding-Relative-Position``,
+``Encoder-{i}-MultiHeadSelfAttention`` (+ ``-Norm``, ``-Dropout``, ``-Add``),
+``Encoder-{i}-FeedForward`` (+ ``-Norm``, ...), ``Encoder-Output-Norm``,
+``Decoder-Embedding-Relative-Position``, ``Decoder-{i}-MultiHeadSelfAttention``,
+``Decoder-{i}-MultiHeadCrossAttention``, ``Decoder-{i}-FeedForward``,
+``Decoder-Output-Norm``, ``Decoder-Output-Scale`` (tied only),
+``Decoder-Output-LM`` (untied only), ``Decoder-Output-LM-Activation``.
+
+Example::
+
+    t5 = build_transformer_model("config.json", "model.ckpt-1000000",
+                                 model="mt5.1.1", return_keras_model=False)
+    new_ids = t5.generate(token_ids, max_new_tokens=32, end_id=1)
+"""
+import numpy as np
+
+import keras
+from keras import ops
+
+from bert4keras3.generation import CachedDecoder, compile_function
+from bert4keras3.layers import Embedding, LayerNormalization, MultiHeadAttention
+from bert4keras3.layers.t5 import (
+    RelativePositionEmbeddingT5,
+    T5AttentionMask,
+    T5FeedForward,
+    ZeroPaddedPositions,
+)
+from bert4keras3.models.base import Transformer, register_model
+
+__all__ = ["T5", "T5CachedDecoder", "t5_weight_tables"]
+
+
+# ---------------------------------------------------------------------------
+# checkpoint name tables
+# ---------------------------------------------------------------------------
+
+def t5_weight_tables(gated):
+    """Google (Mesh TensorFlow) and Hugging Face name tables of the T5 layout.
+
+    Keys are Keras weight paths with ``{i}`` the layer index (encoder layers for
+    ``Encoder-*`` keys, decoder layers for ``Decoder-*``); Google names use
+    ``{i:03d}``, ``{norm}`` (``rms_norm`` in mT5, ``layer_norm`` in T5) and
+    ``{final}`` (``rms_norm`` / ``final_layer_norm``). Values are a name or
+    ``(name, "T")`` for a transposed variable.
+    """
+    g = {"Embedding-Token/embeddings": "shared/embedding"}
+    h = {"Embedding-Token/embeddings": "shared.weight"}
+    ff = [("i0_dense", "wi_0"), ("i1_dense", "wi_1")] if gated else [("i0_dense", "wi")]
+    ff.append(("o_dense", "wo"))
+    for stack in ("Encoder", "Decoder"):
+        s = stack.lower()
+        key = f"{stack}-Embedding-Relative-Position/embeddings"
+        g[key] = (f"{s}/block_000/layer_000/SelfAttention/relative_attention_bias", "T")
+        h[key] = f"{s}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+        attentions = [("MultiHeadSelfAttention", "SelfAttention")]
+        if stack == "Decoder":
+            attentions.append(("MultiHeadCrossAttention", "EncDecAttention"))
+        sublayers = [(name, hf) for name, hf in attentions] + [("FeedForward", "DenseReluDense")]
+        for sub, (name, theirs) in enumerate(sublayers):
+            gb = f"{s}/block_{{i:03d}}/layer_{sub:03d}"
+            hb = f"{s}.block.{{i}}.layer.{sub}"
+            layer = f"{stack}-{{i}}-{name}"
+            g[f"{layer}-Norm/gamma"] = gb + "/{norm}/scale"
+            h[f"{layer}-Norm/gamma"] = hb + ".layer_norm.weight"
+            if name == "FeedForward":
+                for ours, mesh in ff:
+                    g[f"{layer}/{ours}/kernel"] = f"{gb}/{theirs}/{mesh}/kernel"
+                    h[f"{layer}/{ours}/kernel"] = (f"{hb}.{theirs}.{mesh}.weight", "T")
+            else:
+                for x in "qkvo":
+                    g[f"{layer}/{x}_dense/kernel"] = f"{gb}/{theirs}/{x}"
+                    h[f"{layer}/{x}_dense/kernel"] = (f"{hb}.{theirs}.{x}.weight", "T")
+        g[f"{stack}-Output-Norm/gamma"] = s + "/{final}/scale"
+        h[f"{stack}-Output-Norm/gamma"] = f"{s}.final_layer_norm.weight"
+    g["Decoder-Output-LM/embeddings"] = ("decoder/logits/kernel", "T")
+    h["Decoder-Output-LM/embeddings"] = "lm_head.weight"
+    return g, h
+
+
+#: Hugging Face config keys -> bert4keras keys
+T5_CONFIG_ALIASES = {
+    "d_model": "hidden_size",
+    "d_ff": "intermediate_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "d_kv": "attention_head_size",
+    "layer_norm_epsilon": "layer_norm_eps",
+}
+#: config keys that describe training or the file, not the network
+T5_CONFIG_IGNORED = {
+    "is_encoder_decoder", "decoder_start_token_id", "initializer_factor", "n_positions",
+    "dense_act_fn", "is_gated_act", "tokenizer_class", "task_specific_params", "id2label",
+    "label2id", "attention_scale", "is_dropout", "use_cache", "output_past", "is_decoder",
+    "return_dict", "torchscript", "scale_decoder_outputs", "gradient_checkpointing",
+    "classifier_dropout", "max_position", "segment_vocab_size", "with_pool", "with_mlm",
+    "problem_type", "finetuning_task", "add_cross_attention",
+}
+
+
+def _t5_activation(hidden_act, feed_forward_proj, gated_default):
+    """Resolve the feed-forward activation (a list = gated) from either config style."""
+    if feed_forward_proj is not None:  # Hugging Face spelling
+        proj = str(feed_forward_proj)
+        if proj.startswith("gated-"):
+            act = proj[len("gated-"):]
+            return ["gelu_tanh" if act == "gelu" else act, "linear"]
+        return proj
+    if hidden_act is None:
+        return ["gelu_tanh", "linear"] if gated_default else "relu"
+    if isinstance(hidden_act, (list, tuple)):
+        return ["gelu_tanh" if a == "gelu" else a for a in hidden_act]
+    if gated_default:  # bert4keras-style T5.1.1 / mT5 configs say "gelu"
+        return ["gelu_tanh" if hidden_act == "gelu" else hidden_act, "linear"]
+    return hidden_act
+
+
+class T5(Transformer):
+    """T5 encoder-decoder (bert4keras shape). Subclasses fix ``version`` and ``part``.
+
+    ``version``: ``"t5.1.0"`` (ReLU, tied output with the ``d_model**-0.5`` scale)
+    or ``"t5.1.1"`` / ``"mt5.1.1"`` (gated GELU-tanh, untied ``lm_head``);
+    ``part``: ``"seq2seq"``, ``"encoder"`` or ``"decoder"``. Config entries
+    ``feed_forward_proj``, ``hidden_act`` and ``tie_word_embeddings`` override
+    the version's defaults.
+    """
+
+    version = "t5.1.0"
+    part = "seq2seq"
+    REQUIRED_KEYS = ("vocab_size",)
+    CONFIG_KEEP = ("tie_word_embeddings",)
+    #: Google checkpoints: which norm naming to read (chosen by most matches)
+    GOOGLE_PREFIXES = ("rms_norm", "layer_norm")
+    HF_PREFIXES = ("",)
+    VOCAB_WEIGHTS = ("Embedding-Token/embeddings", "Decoder-Output-LM/embeddings")
+    GOOGLE_NAMES, HF_NAMES = t5_weight_tables(gated=True)
+
+    def __init__(self, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                 num_decoder_layers=None, feed_forward_proj=None, tie_word_embeddings=None,
+                 **kwargs):
+        config = {}
+        for key, value in kwargs.items():
+            if key in T5_CONFIG_IGNORED:
+                continue
+            config[T5_CONFIG_ALIASES.get(key, key)] = value
+        missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size") if config.get(k) is None]
+        if missing:
+            raise ValueError(
+                f"T5 config is missing {missing}; give them in bert4keras style "
+                "(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size) "
+                "or Hugging Face style (d_model, num_layers, num_heads, d_ff)"
+            )
+        application = config.pop("application", "encoder")
+        if application != "encoder":
+            raise ValueError(
+                f"T5 models are encoder-decoders; application must be left at 'encoder', "
+                f"found {application!r}"
+            )
+        gated_default = self.version != "t5.1.0"
+        config["hidden_act"] = _t5_activation(
+            config.get("hidden_act"), feed_forward_proj, gated_default
+        )
+        config.setdefault("layer_norm_eps", 1e-6)
+        if config.get("attention_dropout_rate") is None:
+            config["attention_dropout_rate"] = config.get("dropout_rate", 0.0)
+        super().__init__(**config)
+        self.num_decoder_layers = int(num_decoder_layers or self.num_hidden_layers)
+        self.relative_attention_num_buckets = int(relative_attention_num_buckets)
+        self.relative_attention_max_distance = int(relative_attention_max_distance)
+        # T5 v1.0 ties the output to the token embedding; T5.1.1 / mT5 have an lm_head.
+        # Only an explicit ``False`` unties v1.0 (an old-style T5.1.1 config loaded as
+        # "t5"): transformers >= 5 writes ``true`` into every T5 / mT5 config, so
+        # ``true`` cannot untie-proof a T5.1.1 / mT5 model and is not used for them.
+        tied = self.version == "t5.1.0"
+        self.tie_word_embeddings = tied and tie_word_embeddings is not False
+        gated = isinstance(self.hidden_act, (list, tuple)) and len(self.hidden_act) == 2
+        if isinstance(self.hidden_act, (list, tuple)) and len(self.hidden_act) > 2:
+            raise ValueError(f"T5 supports at most 2 gated activations, found {self.hidden_act}")
+        self.GOOGLE_NAMES, self.HF_NAMES = t5_weight_tables(gated)
+        ignored = [r"^(encoder|decoder)\.embed_tokens\.weight$"]
+        if self.tie_word_embeddings:
+            ignored.append(r"^lm_head\.weight$")
+        if self.part == "encoder":  # a full checkpoint loaded into one half
+            ignored += [r"^decoder[./]", r"^lm_head\."]
+        elif self.part == "decoder":
+            ignored += [r"^encoder[./]"]
+        self.IGNORED = Transformer.IGNORED + tuple(ignored)
+        self.encoder = None
+        self.decoder = None
+        self._cached_decoder = None
+
+    # -- building -----------------------------------------------------------
+    def build(self):
+        """Build ``.encoder``, ``.decoder`` and ``.model`` (as ``part`` asks).
+
+        The joined model is flat (the encoder and decoder layers called in one
+        graph), so it saves to ``.keras`` like any functional model; ``.encoder``
+        and ``.decoder`` share its layers.
+        """
+        seq = self.sequence_length
+        dec_ids = keras.Input((seq,), dtype="int32", name="Decoder-Input-Token")
+        if self.part in ("encoder", "seq2seq"):
+            enc_ids = keras.Input((seq,), dtype="int32", name="Encoder-Input-Token")
+            hidden = self.apply_encoder(enc_ids)
+            self.encoder = keras.Model(enc_ids, hidden, name="Encoder")
+        if self.part in ("decoder", "seq2seq"):
+            context = keras.Input((None, self.hidden_size), name="Decoder-Input-Context")
+            self.decoder = keras.Model([context, dec_ids], self.apply_decoder(context, dec_ids),
+                                       name="Decoder")
+        if self.part == "encoder":
+            self.model = self.encoder
+        elif self.part == "decoder":
+            self.model = self.decoder
+        else:
+            probs = self.apply_decoder(hidden, dec_ids)
+            self.model = keras.Model([enc_ids, dec_ids], probs, name=self.name or "T5")
+        self.inputs, self.outputs = self.model.inputs, self.model.outputs
+        return self.model
+
+    def embed(self, token_ids, stack):
+        x = self.apply(
+            token_ids, Embedding, input_dim=self.vocab_size, output_dim=self.hidden_size,
+            embeddings_initializer=self.initializer, mask_zero=False, name="Embedding-Token",
+        )
+        return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
+                          name=f"{stack}-Embedding-Dropout")
+
+    def norm(self, x, name):
+        """T5's RMS norm (scale only, no mean subtraction)."""
+        return self.apply(x, LayerNormalization, zero_mean=False, center=False,
+                          epsilon=self.layer_norm_eps, name=name)
+
+    def residual(self, x, stack, i, name, sublayer):
+        """Pre-norm residual block: ``x + dropout(sublayer(norm(x)))``."""
+        layer_name = f"{stack}-{i}-{name}"
+        h = self.norm(x, f"{layer_name}-Norm")
+        h = sublayer(h, layer_name)
+        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate,
+                       name=f"{layer_name}-Dropout")
+        return self.apply([x, h], keras.layers.Add, name=f"{layer_name}-Add")
+
+    def attention(self, inputs, name, mask, bias=None, context=None):
+        arguments = {"attention_mask": mask}
+        if context is not None:
+            arguments["key"] = arguments["value"] = context
+        if bias is not None:
+            arguments["attention_bias"] = bias
+        return self.apply(
+            inputs, MultiHeadAttention, arguments=arguments, heads=self.num_attention_heads,
+            head_size=self.attention_head_size, out_dim=self.hidden_size,
+            key_size=self.attention_head_size, use_bias=False, attention_scale=False,
+            attention_dropout=self.attention_dropout_rate,
+            kernel_initializer=self.initializer, name=name,
+        )
+
+    def feed_forward(self, x, name):
+        return self.apply(
+            x, T5FeedForward, units=self.intermediate_size, activation=self.hidden_act,
+            use_bias=False, dropout=self.dropout_rate, kernel_initializer=self.initializer,
+            name=name,
+        )
+
+    def apply_encoder(self, token_ids):
+        """Encoder layers on ``token_ids``; returns the hidden states (zero at padding)."""
+        x = self.embed(token_ids, "Encoder")
+        mask = self.apply(token_ids, T5AttentionMask, mode="padding",
+                          name="Encoder-Attention-Mask")
+        bias = self.apply(
+            [x, x], RelativePositionEmbeddingT5, input_dim=self.relative_attention_num_buckets,
+            output_dim=self.num_attention_heads, bidirectional=True,
+            max_distance=self.relative_attention_max_distance,
+            embeddings_initializer=self.initializer, name="Encoder-Embedding-Relative-Position",
+        )
+        for i in range(self.num_hidden_layers):
+            x = self.residual(x, "Encoder", i, "MultiHeadSelfAttention",
+                              lambda h, n: self.attention(h, n, mask, bias))
+            x = self.residual(x, "Encoder", i, "FeedForward", self.feed_forward)
+        x = self.norm(x, "Encoder-Output-Norm")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
+                       name="Encoder-Output-Dropout")
+        return self.apply([x, token_ids], ZeroPaddedPositions, name="Encoder-Output-Masking")
+
+    def apply_decoder(self, context, token_ids):
+        """Decoder layers on ``[context, token_ids]``; returns next-token probabilities."""
+        context_mask = self.apply(context, T5AttentionMask, mode="context",
+                                  name="Decoder-Context-Mask")
+        x = self.embed(token_ids, "Decoder")
+        causal = self.apply(token_ids, T5AttentionMask, mode="causal",
+                            name="Decoder-Attention-Mask")
+        bias = self.apply(
+            [x, x], RelativePositionEmbeddingT5, input_dim=self.relative_attention_num_buckets,
+            output_dim=self.num_attention_heads, bidirectional=False,
+            max_distance=self.relative_attention_max_distance,
+            embeddings_initializer=self.initializer, name="Decoder-Embedding-Relative-Position",
+        )
+        for i in range(self.num_decoder_layers):
+            x = self.residual(x, "Decoder", i, "MultiHeadSelfAttention",
+                              lambda h, n: self.attention(h, n, causal, bias))
+            x = self.residual(x, "Decoder", i, "MultiHeadCrossAttention",
+                              lambda h, n: self.attention(h, n, context_mask, context=context))
+            x = self.residual(x, "Decoder", i, "FeedForward", self.feed_forward)
+        x = self.norm(x, "Decoder-Output-Norm")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
+                       name="Decoder-Output-Dropout")
+        x = self.lm_logits(x)
+        return self.apply(x, keras.layers.Activation, activation="softmax",
+                          name="Decoder-Output-LM-Activation")
+
+    def lm_logits(self, x):
+        """Vocabulary logits from the final decoder states (tied + scaled, or ``lm_head``)."""
+        if self.tie_word_embeddings:
+            x = self.apply(x, keras.layers.Rescaling, scale=self.hidden_size ** -0.5,
+                           name="Decoder-Output-Scale")
+            return self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(
+            x, Embedding, arguments={"mode": "dense"}, input_dim=self.vocab_size,
+            output_dim=self.hidden_size, embeddings_initializer=self.initializer,
+            name="Decoder-Output-LM",
+        )
+
+    # -- weights ------------------------------------------------------------
+    def weight_names(self, fmt, prefix):
+        """Expand the name tables; for Google checkpoints ``prefix`` is the norm naming."""
+        table = self.GOOGLE_NAMES if fmt == "google" else self.HF_NAMES
+        if prefix == "rms_norm":
+            norm, final = "rms_norm", "rms_norm"
+        else:
+            norm, final = "layer_norm", "final_layer_norm"
+        counts = {"Encoder": self.num_hidden_layers, "Decoder": self.num_decoder_layers}
+        expanded = {}
+        for key, value in table.items():
+            name, transform = value if isinstance(value, tuple) else (value, None)
+            if "{i}" in key:
+                indices = range(counts[key.split("-", 1)[0]])
+            else:
+                indices = [None]
+            for i in indices:
+                expanded[key.format(i=i)] = (name.format(i=i, norm=norm, final=final), transform)
+        return {w.path: expanded[w.path] for w in self.model.weights if w.path in expanded}
+
+    # -- generation ---------------------------------------------------------
+    def cached_decoder(self):
+        """The :class:`T5CachedDecoder` of this model (built once, compiled per bucket)."""
+        if self.part != "seq2seq":
+            raise ValueError(
+                f"generate needs the encoder and the decoder; this is a T5 {self.part!r} "
+                "model (build it with model='t5', 't5.1.1' or 'mt5.1.1')"
+            )
+        if self._cached_decoder is None:
+            self._cached_decoder = T5CachedDecoder(self)
+        return self._cached_decoder
+
+
+def _bucket(n, multiple=16):
+    return max(multiple, -(-int(n) // multiple) * multiple)
+
+
+class T5CachedDecoder(CachedDecoder):
+    """Cached T5 decoding for :func:`bert4keras3.generation.generate`.
+
+    ``start`` runs the encoder once and projects the cross-attention keys and
+    values of every decoder layer once; ``step`` is one compiled function per
+    (rows, cache length, encoder length) bucket that feeds one token: it writes
+    the token's self-attention key/value into a static ``[rows, L, heads, d_kv]``
+    cache at its position with ``slice_update``, attends to positions ``<=`` it with
+    the causal relative bias of that query position, then attends to the encoder
+    states under the encoder padding mask. Encoder inputs are padded (with id 0)
+    to a multiple of 16 and the cache length ``L`` is ``max_new_tokens`` rounded
+    up to a multiple of 16.
+    """
+
+    def __init__(self, t5):
+        self.t5 = t5
+        self.vocab_size = t5.vocab_size
+        self.layers = t5.layers
+        self.n = t5.num_decoder_layers
+        variables = t5.model.weights
+        self._encode = compile_function(self._encode_fn, variables)
+        self._step = compile_function(self._step_fn, variables)
+        self._gather = compile_function(self._gather_fn, [])
+
+    # compiled bodies ---------------------------------------------------------
+    def _encode_fn(self, token_ids):
+        hidden = self.t5.encoder(token_ids, training=False)
+        keys, values = [], []
+        for j in range(self.n):
+            k, v = self.layers[f"Decoder-{j}-MultiHeadCrossAttention"].project_kv(hidden, hidden)
+            keys.append(k)
+            values.append(v)
+        mask = ops.not_equal(token_ids, 0)[:, None, None, :]
+        return keys, values, mask
+
+    def _step_fn(self, cache, cross, token_ids, position):
+        layers, t5 = self.layers, self.t5
+        x = layers["Embedding-Token"](token_ids[:, None])
+        length = ops.shape(cache["k"][0])[1]
+        key_positions = ops.arange(length, dtype="int32")
+        position = ops.cast(position, "int32")
+        bias = layers["Decoder-Embedding-Relative-Position"].compute_bias(
+            ops.reshape(position, (1,)), key_positions
+        )
+        mask = (key_positions <= position)[None, None, None, :]
+        zero = ops.zeros_like(position)
+        start = [zero, position, zero, zero]
+        new_k, new_v = [], []
+        for j in range(self.n):
+            name = f"Decoder-{j}-MultiHeadSelfAttention"
+            attn = layers[name]
+            h = layers[f"{name}-Norm"](x)
+            q = attn.q_dense(h)
+            q = ops.reshape(q, ops.shape(q)[:-1] + (attn.heads, attn.key_size))
+            k, v = attn.project_kv(h, h)
+            k_cache = ops.slice_update(cache["k"][j], start, ops.cast(k, cache["k"][j].dtype))
+            v_cache = ops.slice_update(cache["v"][j], start, ops.cast(v, cache["v"][j].dtype))
+            new_k.append(k_cache)
+            new_v.append(v_cache)
+            x = x + attn.attend(q, k_cache, v_cache, mask, bias)
+
+            name = f"Decoder-{j}-MultiHeadCrossAttention"
+            attn = layers[name]
+            h = layers[f"{name}-Norm"](x)
+            q = attn.q_dense(h)
+            q = ops.reshape(q, ops.shape(q)[:-1] + (attn.heads, attn.key_size))
+            x = x + attn.attend(q, cross["k"][j], cross["v"][j], cross["mask"])
+
+            name = f"Decoder-{j}-FeedForward"
+            x = x + layers[name](layers[f"{name}-Norm"](x))
+        x = layers["Decoder-Output-Norm"](x)
+        if t5.tie_word_embeddings:
+            x = x * ops.cast(t5.hidden_size ** -0.5, x.dtype)
+            logits = layers["Embedding-Token"](x, mode="dense")
+        else:
+            logits = layers["Decoder-Output-LM"](x, mode="dense")
+        return ops.cast(logits[:, 0], "float32"), {"k": new_k, "v": new_v}
+
+    @staticmethod
+    def _gather_fn(tree, indices):
+        return {key: [ops.take(t, indices, axis=0) for t in value] for key, value in tree.items()}
+
+    # CachedDecoder API -------------------------------------------------------
+    def start(self, inputs, num_copies, max_new_tokens):
+        ids = np.asarray(inputs)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                f"T5 generate expects encoder token ids [batch, seq] (int, 0-padded); "
+                f"found an array of shape {ids.shape} and dtype {ids.dtype}"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(
+                f"encoder token ids must be in [0, {self.vocab_size}); found values in "
+                f"[{ids.min()}, {ids.max()}]"
+            )
+        rows, seq = ids.shape
+        padded = np.zeros((rows, _bucket(seq)), dtype="int32")
+        padded[:, :seq] = ids
+        padded = np.repeat(padded, num_copies, axis=0)
+        keys, values, mask = self._encode(padded)
+        self._copies = num_copies
+        cross = {"k": list(keys), "v": list(values), "mask": mask}
+        length = _bucket(max_new_tokens)
+        n = len(padded)
+        attn = self.layers["Decoder-0-MultiHeadSelfAttention"] if self.n else None
+        dtype = keys[0].dtype if self.n else "float32"
+        cache = {
+            "k": [ops.zeros((n, length, attn.heads, attn.key_size), dtype)
+                  for _ in range(self.n)],
+            "v": [ops.zeros((n, length, attn.heads, attn.head_size), dtype)
+                  for _ in range(self.n)],
+        }
+        logits, cache = self._step(cache, cross, np.zeros(n, "int32"), 0)
+        return np.asarray(logits, dtype="float32"), {"cache": cache, "cross": cross}
+
+    def step(self, state, token_ids, index):
+        token_ids = np.asarray(token_ids, dtype="int32")
+        logits, cache = self._step(state["cache"], state["cross"], token_ids, int(index) + 1)
+        return (np.asarray(logits, dtype="float32"),
+                {"cache": cache, "cross": state["cross"]})
+
+    def reorder(self, state, indices):
+        indices = np.asarray(indices, dtype="int32")
+        rows = np.arange(len(indices))
+        cache = self._gather(state["cache"], indices)
+        cross = state["cross"]
+        if not np.array_equal(indices // self._copies, rows // self._copies):
+            # rows moved to another input: the encoder states must follow
+            cross = dict(self._gather({"k": cross["k"], "v": cross["v"]}, indices))
+            cross["mask"] = ops.take(state["cross"]["mask"], indices, axis=0)
+        return {"cache": cache, "cross": cross}
+
+
+def _register(version, names):
+    for part, suffix in (("seq2seq", ""), ("encoder", "_encoder"), ("decoder", "_decoder")):
+        title = {"t5.1.0": "T5", "t5.1.1": "T5_1_1", "mt5.1.1": "MT5_1_1"}[version]
+        part_name = {"seq2seq": "", "encoder": "_Encoder", "decoder": "_Decoder"}[part]
+        if version == "t5.1.0" and part == "seq2seq":
+            cls = T5
+        else:
+            cls = type(title + part_name, (T5,), {
+                "version": version, "part": part,
+                "__doc__": f"T5 {part} of version {version} (see :class:`T5`).",
+                "__module__": __name__,
+            })
+        globals()[cls.__name__] = cls
+        __all__.append(cls.__name__)
+        register_model(*[n + suffix for n in names])(cls)
+
+
+_register("t5.1.0", ("t5", "t5.1.0"))
+_register("t5.1.1", ("t5.1.1",))
+_register("mt5.1.1", ("mt5.1.1",))
