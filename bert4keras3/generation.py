@@ -100,7 +100,7 @@ def compile_function(fn, variables):
 
 
 def _log_softmax(x):
-    x = x.astype(np.float64)
+    x = np.asarray(x, dtype=np.float32)
     m = np.max(x, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     z = x - m
@@ -266,7 +266,8 @@ def _beam_search(decoder, inputs, max_new_tokens, num_beams, end_id, min_new_tok
                                   running[b][j], num_beams)
             acc = (running_scores[b][:, None] + scores[b]).reshape(-1)
             acc = np.where(np.isnan(acc), -np.inf, acc)
-            top = np.argsort(-acc, kind="stable")[:k]
+            top = np.argpartition(-acc, k - 1)[:k] if k < acc.size else np.arange(acc.size)
+            top = top[np.lexsort((top, -acc[top]))]  # best first, lower index on ties
             cand_beam, cand_tok, cand_score = top // vocab, top % vocab, acc[top]
             hits = np.full(k, last)
             if end_id is not None:
