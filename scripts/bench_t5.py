@@ -4,7 +4,8 @@ Usage::
 
     python scripts/bench.py t5 [--layers 8 --d-model 512 --heads 6 --d-kv 64 --d-ff 1024
                                 --vocab 32000 --seq 32 --new 64 --batches 1,8
-                                --methods greedy,beam --threads N --quick]
+                                --methods greedy,beam --threads N --quick
+                                --keras-hub --hub-path DIR]
 
 What it does, in one run:
 
@@ -26,11 +27,20 @@ What it does, in one run:
    and ms/step averaged over new tokens 2-9 vs 57-64 (token 1 comes from the encoder
    pass in ``start``), whose ratio shows whether the step time stays flat.
 
-keras_hub: ``--keras-hub`` also times ``keras_hub.models.T5Seq2SeqLM.generate`` (JAX) on a
-backbone of the same shape with keras_hub's own random weights (see
-:func:`keras_hub_worker`); keras_hub is not a dependency of this project (installing it
-pulls the full ``tensorflow`` and ``tensorflow-text``), so point ``PYTHONPATH`` at a
-separate ``pip install --no-deps -t DIR keras-hub`` to use it.
+keras_hub: ``--keras-hub`` also times ``keras_hub.models.T5Seq2SeqLM.generate`` (JAX) on the
+SAME weights: keras_hub 0.32 has no transformers converter for T5 (``keras_hub.src.utils.
+transformers`` covers t5gemma, not T5/mT5), so :func:`load_hf_into_keras_hub` builds a
+``T5Backbone(activation=tanh-GELU, use_gated_activation=True, tie_embedding_weights=False)``
+and assigns every variable from the saved ``model.safetensors`` (Linear weights transposed,
+``wi_0`` -> ``input_projector`` (the activated branch), ``wi_1`` -> ``gate_projector``,
+``lm_head`` -> ``reverse_embeddings`` transposed; neither keras_hub with an untied head nor
+transformers 5's mT5 rescales the decoder output by ``d_model**-0.5`` before the head).
+The keras_hub worker checks the transfer before timing: teacher-forced decoder logits vs
+transformers' (max abs diff) and its greedy tokens vs transformers' for the largest batch
+(rows identical); the table also gives rows identical for every timed (method, batch).
+keras_hub is not a dependency of this project (installing it pulls the full ``tensorflow``
+and ``tensorflow-text``): ``pip install --no-deps -t DIR keras-hub`` and pass
+``--hub-path DIR`` (or put DIR on ``PYTHONPATH``).
 """
 import argparse
 import json
@@ -117,13 +127,78 @@ def worker(args):
     print(MARK + json.dumps({"backend": keras.backend.backend(), "results": results}))
 
 
-def keras_hub_worker(args):
-    """keras_hub ``T5Seq2SeqLM.generate`` (JAX) on a backbone of the same shape.
+def _gelu_tanh(x):
+    """transformers' ``gelu_new`` (mT5's ``gated-gelu``): the tanh approximation."""
+    import keras
 
-    Its weights are keras_hub's random initialisation, not the transformers weights:
-    with no stop id every row runs ``--new`` steps, so the work per token does not
-    depend on the values. Greedy uses keras_hub's default sampler, beam
-    ``BeamSampler(num_beams=4)``.
+    return keras.activations.gelu(x, approximate=True)
+
+
+def load_hf_into_keras_hub(backbone, path):
+    """Assign every ``T5Backbone`` variable from a transformers (m)T5 ``model.safetensors``.
+
+    Raises if a variable is left unassigned, assigned twice, gets a tensor of another shape,
+    or if a transformers tensor (other than the tied ``embed_tokens`` copies) is left over.
+    Returns the number of variables assigned.
+    """
+    from safetensors.numpy import load_file
+
+    hf = load_file(path)
+    used, done = set(), {}
+
+    def put(variable, key, transpose=False):
+        value = hf[key].T if transpose else hf[key]
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(f"{variable.path}: shape {tuple(variable.shape)} vs {key} "
+                             f"{value.shape}")
+        if id(variable) in done:  # (Variable.path is not unique across layers here)
+            raise ValueError(f"{variable.path} assigned twice ({done[id(variable)]}, {key})")
+        variable.assign(value)
+        used.add(key)
+        done[id(variable)] = key
+
+    def attention(layer, prefix):
+        for name, short in (("query", "q"), ("key", "k"), ("value", "v"), ("output", "o")):
+            put(getattr(layer, name + "_projector").kernel, f"{prefix}.{short}.weight", True)
+        if layer.use_relative_attention_bias:
+            put(layer.relative_attention_bias, f"{prefix}.relative_attention_bias.weight")
+
+    def feed_forward(layer, prefix):
+        put(layer.layer_norm.weight, f"{prefix}.layer_norm.weight")
+        put(layer.input_projector.kernel, f"{prefix}.DenseReluDense.wi_0.weight", True)
+        put(layer.gate_projector.kernel, f"{prefix}.DenseReluDense.wi_1.weight", True)
+        put(layer.output_projector.kernel, f"{prefix}.DenseReluDense.wo.weight", True)
+
+    put(backbone.token_embedding.embeddings, "shared.weight")
+    put(backbone.token_embedding.reverse_embeddings, "lm_head.weight", True)
+    for i, layer in enumerate(backbone.encoder_transformer_layers):
+        p = f"encoder.block.{i}.layer"
+        attention(layer.self_attention, f"{p}.0.SelfAttention")
+        put(layer.self_attention_layer_norm.weight, f"{p}.0.layer_norm.weight")
+        feed_forward(layer, f"{p}.1")
+    put(backbone.encoder_layer_norm.weight, "encoder.final_layer_norm.weight")
+    for i, layer in enumerate(backbone.decoder_transformer_layers):
+        p = f"decoder.block.{i}.layer"
+        attention(layer.self_attention, f"{p}.0.SelfAttention")
+        put(layer.self_attention_layer_norm.weight, f"{p}.0.layer_norm.weight")
+        attention(layer.cross_attention, f"{p}.1.EncDecAttention")
+        put(layer.cross_attention_layer_norm.weight, f"{p}.1.layer_norm.weight")
+        feed_forward(layer, f"{p}.2")
+    put(backbone.decoder_layer_norm.weight, "decoder.final_layer_norm.weight")
+    missing = [v.path for v in backbone.weights if id(v) not in done]
+    extra = [k for k in hf if k not in used and not k.endswith("embed_tokens.weight")]
+    if missing or extra:
+        raise ValueError(f"keras_hub variables not assigned: {missing}; "
+                         f"transformers tensors not used: {extra}")
+    return len(done)
+
+
+def keras_hub_worker(args):
+    """keras_hub ``T5Seq2SeqLM.generate`` (JAX) on the transformers weights.
+
+    Greedy uses keras_hub's ``"greedy"`` sampler, beam ``BeamSampler(num_beams=4)``; no stop
+    id, so every row runs ``--new`` steps. Before timing, checks the weight transfer against
+    the transformers outputs the parent saved in ``hub_check.npz`` (see module docstring).
     """
     import numpy as np
 
@@ -138,29 +213,85 @@ def keras_hub_worker(args):
     backbone = keras_hub.models.T5Backbone(
         vocabulary_size=args.vocab, num_layers=args.layers, num_heads=args.heads,
         hidden_dim=args.d_model, intermediate_dim=args.d_ff, key_value_dim=args.d_kv,
-        dropout=0.0, activation="gelu", use_gated_activation=True, tie_embedding_weights=False)
+        dropout=0.0, activation=_gelu_tanh, use_gated_activation=True,
+        layer_norm_epsilon=1e-6, tie_embedding_weights=False)
     lm = keras_hub.models.T5Seq2SeqLM(backbone=backbone, preprocessor=None)
+    assigned = load_hf_into_keras_hub(backbone, os.path.join(args.dir, "model.safetensors"))
+
+    def request(x):
+        start = np.zeros((len(x), args.new + 1), "int32")
+        start_mask = np.zeros((len(x), args.new + 1), bool)
+        start_mask[:, 0] = True
+        return {"encoder_token_ids": x, "encoder_padding_mask": x != 0,
+                "decoder_token_ids": start, "decoder_padding_mask": start_mask}
+
+    def new_tokens(out):
+        return np.asarray(out["decoder_token_ids"])[:, 1:].tolist()
+
+    # --- equality check against transformers (same weights) ---
+    ref = np.load(os.path.join(args.dir, "hub_check.npz"))
+    x, ref_tokens = ref["input_ids"], ref["greedy_tokens"]
+    decoder_in = np.concatenate([np.zeros((len(x), 1), "int32"), ref_tokens[:, :-1]], 1)
+    logits = np.asarray(lm.predict_on_batch({
+        "encoder_token_ids": x, "encoder_padding_mask": (x != 0).astype("int32"),
+        "decoder_token_ids": decoder_in.astype("int32"),
+        "decoder_padding_mask": np.ones_like(decoder_in, "int32")}))
+    lm.compile(sampler="greedy")
+    greedy = np.asarray(new_tokens(lm.generate(request(x), stop_token_ids=None)))
+    check = {
+        "variables": assigned,
+        "logits_max_abs_diff": float(np.abs(logits - ref["logits"]).max()),
+        "logits_max_abs": float(np.abs(ref["logits"]).max()),
+        "teacher_forced_argmax_same": float((logits.argmax(-1) == ref_tokens).mean()),
+        "greedy_rows_same": int((greedy == ref_tokens).all(1).sum()),
+        "greedy_rows": len(x),
+        "greedy_tokens_same": float((greedy == ref_tokens).mean()),
+    }
+
     ids = _inputs(args)
     results = {}
     for method, batch in _jobs(args):
         sampler = keras_hub.samplers.BeamSampler(num_beams=4) if method == "beam" else "greedy"
         lm.compile(sampler=sampler)
-        x = ids[:batch]
-        start = np.zeros((batch, args.new + 1), "int32")
-        start_mask = np.zeros((batch, args.new + 1), bool)
-        start_mask[:, 0] = True
-        inputs = {"encoder_token_ids": x, "encoder_padding_mask": x != 0,
-                  "decoder_token_ids": start, "decoder_padding_mask": start_mask}
+        inputs = request(ids[:batch])
         t0 = time.perf_counter()
         lm.generate(inputs, stop_token_ids=None)  # compiles
         compile_s = time.perf_counter() - t0
         best = float("inf")
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            lm.generate(inputs, stop_token_ids=None)
+            out = lm.generate(inputs, stop_token_ids=None)
             best = min(best, time.perf_counter() - t0)
-        results[f"{method}/{batch}"] = {"seconds": best, "compile_s": compile_s}
-    print(MARK + json.dumps({"version": keras_hub.__version__, "results": results}))
+        results[f"{method}/{batch}"] = {"seconds": best, "compile_s": compile_s,
+                                        "tokens": new_tokens(out)}
+    print(MARK + json.dumps({"version": keras_hub.__version__, "check": check,
+                             "results": results}))
+
+
+def hub_reference(args, model, ref):
+    """Save what the keras_hub worker compares against: transformers' greedy tokens for the
+    largest batch and its teacher-forced decoder logits on them (``hub_check.npz``)."""
+    import numpy as np
+    import torch
+
+    ids = _inputs(args)
+    key = f"greedy/{len(ids)}"
+    if key in ref:
+        tokens = np.asarray(ref[key]["tokens"], "int32")
+    else:
+        with torch.inference_mode():
+            x = torch.tensor(ids, dtype=torch.long)
+            tokens = model.generate(
+                input_ids=x, attention_mask=(x != 0).long(), max_new_tokens=args.new,
+                min_new_tokens=args.new, do_sample=False, num_beams=1, eos_token_id=None,
+                pad_token_id=0, decoder_start_token_id=0)[:, 1:].numpy().astype("int32")
+    decoder_in = np.concatenate([np.zeros((len(ids), 1), "int32"), tokens[:, :-1]], 1)
+    with torch.inference_mode():
+        x = torch.tensor(ids, dtype=torch.long)
+        logits = model(input_ids=x, attention_mask=(x != 0).long(),
+                       decoder_input_ids=torch.tensor(decoder_in, dtype=torch.long)).logits
+    np.savez(os.path.join(args.dir, "hub_check.npz"), input_ids=ids, greedy_tokens=tokens,
+             logits=logits.numpy())
 
 
 # ---------------------------------------------------------------------------
@@ -192,13 +323,15 @@ def reference(args, model):
     return results
 
 
-def run_worker(args, backend, extra=()):
+def run_worker(args, backend, extra=(), pythonpath=None):
     env = dict(os.environ, KERAS_BACKEND=backend)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--dir", args.dir]
     cmd += ["--" + k.replace("_", "-") + "=" + (",".join(map(str, v)) if isinstance(v, list)
                                                   else str(v))
             for k, v in vars(args).items() if k not in ("worker", "dir", "quick", "keras_hub",
-                                                          "hub_worker")]
+                                                          "hub_worker", "hub_path")]
     cmd += list(extra)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     for line in proc.stdout.splitlines():
@@ -223,6 +356,9 @@ def parse(argv):
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--backends", type=lambda s: s.split(","), default=["jax", "tensorflow"])
     p.add_argument("--keras-hub", action="store_true")
+    p.add_argument("--hub-path", default=os.environ.get("KERAS_HUB_PATH"),
+                   help="directory of a `pip install --no-deps -t DIR keras-hub`, put on the "
+                        "keras_hub worker's PYTHONPATH only")
     p.add_argument("--quick", action="store_true", help="2+2 layers, 16 new tokens")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--hub-worker", action="store_true", help=argparse.SUPPRESS)
@@ -257,7 +393,10 @@ def main(argv=None):
         args.dir = folder
         ref = reference(args, model)
         workers = {b: run_worker(args, b) for b in args.backends}
-        hub = run_worker(args, "jax", ["--hub-worker"]) if args.keras_hub else None
+        hub = None
+        if args.keras_hub:
+            hub_reference(args, model, ref)
+            hub = run_worker(args, "jax", ["--hub-worker"], pythonpath=args.hub_path)
     report(args, ref, workers, hub)
 
 
@@ -294,18 +433,30 @@ def report(args, ref, workers, hub):
         if "error" in hub:
             print(f"\nkeras_hub: {hub['error'].strip().splitlines()[-1]}")
         else:
-            print(f"\nkeras_hub {hub['version']} T5Seq2SeqLM (jax, same shape, its own random "
-                  "weights):\n")
-            print("| method | batch | tokens/s | vs transformers | vs bert4keras3 jax |")
-            print("|---|---|---|---|---|")
+            c = hub["check"]
+            print(f"\nkeras_hub {hub['version']} T5Seq2SeqLM (jax), the same weights "
+                  f"({c['variables']} variables assigned from the transformers safetensors); "
+                  f"check vs transformers on the {c['greedy_rows']} inputs: teacher-forced "
+                  f"decoder logits max |diff| {c['logits_max_abs_diff']:.2e} (max |logit| "
+                  f"{c['logits_max_abs']:.2f}), argmax same "
+                  f"{100 * c['teacher_forced_argmax_same']:.1f}%; "
+                  f"greedy {c['greedy_rows_same']}/{c['greedy_rows']} rows identical "
+                  f"({100 * c['greedy_tokens_same']:.1f}% of tokens)\n")
+            print("| method | batch | tokens/s | vs transformers | vs bert4keras3 jax | "
+                  "same tokens as transformers |")
+            print("|---|---|---|---|---|---|")
             for method, batch in _jobs(args):
                 key = f"{method}/{batch}"
-                tps = batch * args.new / hub["results"][key]["seconds"]
+                r = hub["results"][key]
+                tps = batch * args.new / r["seconds"]
                 base = batch * args.new / ref[key]["seconds"]
                 ours = workers.get("jax", {}).get("results", {}).get(key)
                 vs = f"{tps / (batch * args.new / ours['seconds']):.2f}" if ours else "-"
-                print(f"| {method} | {batch} | {tps:.1f} | {tps / base:.2f} | {vs} |")
-
+                same = sum(a == b for a, b in zip(r["tokens"], ref[key]["tokens"]))
+                print(f"| {method} | {batch} | {tps:.1f} | {tps / base:.2f} | {vs} | "
+                      f"{same}/{batch} rows |")
+            compile_s = {k: round(v["compile_s"], 1) for k, v in hub["results"].items()}
+            print(f"\nkeras_hub: first call per bucket (compile + run), seconds: {compile_s}")
 
 if __name__ == "__main__":
     main()
