@@ -371,7 +371,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def attend(self, q, k, v, attention_mask=None, attention_bias=None, training=None):
         """Attention of projected ``q`` over projected ``k``/``v``; returns the output projection."""
-        scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
+        scores = B.multihead_scores(q, k)
         if self.attention_scale:
             scores = scores / ops.cast(self.key_size ** 0.5, scores.dtype)
         if attention_bias is not None:
@@ -382,7 +382,7 @@ class MultiHeadAttention(keras.layers.Layer):
             scores, attention_mask, self.normalization, min_length=self.min_length
         )
         weights = self.dropout(weights, training=training)
-        out = ops.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = B.multihead_values(weights, v)
         out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
         return self.o_dense(out)
 

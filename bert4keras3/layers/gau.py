@@ -176,7 +176,7 @@ class GatedAttentionUnit(keras.layers.Layer):
 
     def attend(self, u, q, k, v, attention_mask=None, attention_bias=None, training=None):
         """Gated attention output ``o_dense(u * (A v))`` of ``q`` over keys ``k``/values ``v``."""
-        scores = ops.einsum("bqd,bkd->bqk", q, k)
+        scores = ops.matmul(q, ops.transpose(k, (0, 2, 1)))
         if self.attention_scale:
             scores = scores / ops.cast(self.key_size ** 0.5, scores.dtype)
         attention_bias = _squeeze_heads(attention_bias)
@@ -189,7 +189,7 @@ class GatedAttentionUnit(keras.layers.Layer):
             scores, attention_mask, self.normalization, min_length=self.min_length
         )
         weights = self.dropout(weights, training=training)
-        return self.o_dense(u * ops.einsum("bqk,bkd->bqd", weights, v))
+        return self.o_dense(u * ops.matmul(weights, v))
 
     def call(self, x, attention_mask=None, attention_bias=None, positions=None,
              training=None, mask=None):

@@ -190,7 +190,7 @@ class GlobalPointer(_PointerBase):
         q, k = x[..., :d], x[..., d:]
         if self.RoPE:
             q, k = _rotary(q), _rotary(k)
-        logits = ops.einsum("bmhd,bnhd->bhmn", q, k) / ops.cast(math.sqrt(d), q.dtype)
+        logits = B.multihead_scores(q, k) / ops.cast(math.sqrt(d), q.dtype)
         return _mask_pairs(logits, mask, self.tril_mask)
 
 
@@ -222,7 +222,7 @@ class EfficientGlobalPointer(_PointerBase):
         q, k = pairs[..., 0], pairs[..., 1]
         if self.RoPE:
             q, k = _rotary(q), _rotary(k)
-        logits = ops.einsum("bmd,bnd->bmn", q, k) / ops.cast(math.sqrt(d), q.dtype)
+        logits = ops.matmul(q, ops.transpose(k, (0, 2, 1))) / ops.cast(math.sqrt(d), q.dtype)
         bias = self.q_dense(p) / ops.cast(2.0, p.dtype)  # [b, n, 2 * heads]
         bias = ops.reshape(bias, ops.shape(bias)[:-1] + (self.heads, 2))
         bias = ops.transpose(bias, (0, 2, 1, 3))  # [b, heads, n, 2]
