@@ -12,7 +12,21 @@ import numpy as np
 
 import keras
 
-__all__ = ["CachedDecoder", "compile_function", "generate", "filter_logits"]
+__all__ = ["CachedDecoder", "compile_function", "generate", "filter_logits", "bucket_length",
+           "gather_rows"]
+
+
+def bucket_length(n, multiple=16):
+    """Round ``n`` up to a positive multiple of ``multiple`` (compilation buckets)."""
+    return max(multiple, -(-int(n) // multiple) * multiple)
+
+
+def gather_rows(state, indices):
+    """Take rows ``indices`` (int32, axis 0) of every tensor of a state pytree (beam reordering).
+
+    Works eagerly and inside :func:`compile_function`.
+    """
+    return keras.tree.map_structure(lambda x: keras.ops.take(x, indices, axis=0), state)
 
 
 class CachedDecoder:

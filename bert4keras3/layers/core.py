@@ -361,6 +361,18 @@ class MultiHeadAttention(keras.layers.Layer):
         self.v_dense.build(value_shape)
         self.o_dense.build(tuple(query_shape[:-1]) + (self.heads * self.head_size,))
 
+    def project_q(self, query):
+        """Project queries to ``[batch, q, heads, key_size]`` (no rotary)."""
+        q = self.q_dense(query)
+        return ops.reshape(q, ops.shape(q)[:-1] + (self.heads, self.key_size))
+
+    def rotate(self, x, positions):
+        """Apply the rotary encoding for ``positions`` to projected ``x`` (no-op without rotary)."""
+        if not self.rotary:
+            return x
+        sin, cos = B.rotary_sin_cos(positions, self.key_size, self.rotary_base)
+        return B.apply_rotary(x, sin, cos)
+
     def project_kv(self, key, value):
         """Project keys and values to ``[batch, k, heads, size]`` (no rotary)."""
         k = self.k_dense(key)
@@ -390,18 +402,14 @@ class MultiHeadAttention(keras.layers.Layer):
              attention_bias=None, positions=None, key_positions=None, training=None):
         key = query if key is None else key
         value = key if value is None else value
-        q = self.q_dense(query)
-        q = ops.reshape(q, ops.shape(q)[:-1] + (self.heads, self.key_size))
+        q = self.project_q(query)
         k, v = self.project_kv(key, value)
         if self.rotary:
             if positions is None:
                 positions = ops.arange(ops.shape(q)[1])
             if key_positions is None:
                 key_positions = ops.arange(ops.shape(k)[1]) if key is not query else positions
-            sin, cos = B.rotary_sin_cos(positions, self.key_size, self.rotary_base)
-            q = B.apply_rotary(q, sin, cos)
-            sin, cos = B.rotary_sin_cos(key_positions, self.key_size, self.rotary_base)
-            k = B.apply_rotary(k, sin, cos)
+            q, k = self.rotate(q, positions), self.rotate(k, key_positions)
         return self.attend(q, k, v, attention_mask, attention_bias, training)
 
     def compute_output_shape(self, query_shape, *args, **kwargs):

@@ -170,8 +170,7 @@ class GatedAttentionUnit(keras.layers.Layer):
             if positions is None:
                 positions = ops.arange(ops.shape(x)[1])
             sin, cos = B.rotary_sin_cos(positions, self.key_size, self.rotary_base)
-            q = B.apply_rotary(q[:, :, None, :], sin, cos)[:, :, 0, :]
-            k = B.apply_rotary(k[:, :, None, :], sin, cos)[:, :, 0, :]
+            q, k = B.apply_rotary(q, sin, cos), B.apply_rotary(k, sin, cos)
         return u, q, k, v
 
     def attend(self, u, q, k, v, attention_mask=None, attention_bias=None, training=None):

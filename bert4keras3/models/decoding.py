@@ -22,11 +22,12 @@ cache length) and kept on the transformer object across ``generate`` calls.
 """
 import weakref
 
+import keras
 import numpy as np
 from keras import ops
 
 from bert4keras3 import backend as B
-from bert4keras3.generation import CachedDecoder, compile_function
+from bert4keras3.generation import CachedDecoder, bucket_length, compile_function, gather_rows
 
 __all__ = ["lm_cached_decoder", "LMCachedDecoder"]
 
@@ -35,10 +36,6 @@ BUCKET = 16
 
 #: transformer -> {(kind, rows, prompt_width, cache_length): compiled function}
 _COMPILED = weakref.WeakKeyDictionary()
-
-
-def _round_up(n, size=BUCKET):
-    return -(-int(n) // size) * size
 
 
 def lm_cached_decoder(transformer):
@@ -129,13 +126,8 @@ class LMCachedDecoder(CachedDecoder):
             return self._layer(f"{name}-Norm")(x + o)
         name = f"Transformer-{index}-MultiHeadSelfAttention"
         att = self._layer(name)
-        q = att.q_dense(x)
-        q = ops.reshape(q, ops.shape(q)[:-1] + (att.heads, att.key_size))
         k, v = att.project_kv(x, x)
-        if att.rotary:
-            sin, cos = B.rotary_sin_cos(positions, att.key_size, att.rotary_base)
-            q = B.apply_rotary(q, sin, cos)
-            k = B.apply_rotary(k, sin, cos)
+        q, k = att.rotate(att.project_q(x), positions), att.rotate(k, positions)
         keys, values, mask = attend_kv(index, k, v)
         o = att.attend(q, keys, values, mask)
         x = t.norm(x + o, f"{name}-Norm")
@@ -271,8 +263,8 @@ class LMCachedDecoder(CachedDecoder):
                 f"the model's max_position {t.max_position}"
             )
         rows = len(token_ids)
-        width = _round_up(int(lengths.max()))
-        length = width + _round_up(max_new_tokens)
+        width = bucket_length(int(lengths.max()), BUCKET)
+        length = width + bucket_length(max_new_tokens, BUCKET)
         pad = width - token_ids.shape[1]
         if pad > 0:
             token_ids = np.pad(token_ids, [[0, 0], [0, pad]])
@@ -285,7 +277,7 @@ class LMCachedDecoder(CachedDecoder):
         logits = np.asarray(ops.convert_to_numpy(logits), dtype="float32")
         if num_copies > 1:
             logits = np.repeat(logits, num_copies, axis=0)
-            state = _map(lambda x: ops.repeat(x, num_copies, axis=0), state)
+            state = keras.tree.map_structure(lambda x: ops.repeat(x, num_copies, axis=0), state)
         return logits, state
 
     def step(self, state, token_ids, index):
@@ -297,13 +289,7 @@ class LMCachedDecoder(CachedDecoder):
         return np.asarray(ops.convert_to_numpy(logits), dtype="float32"), state
 
     def reorder(self, state, indices):
-        indices = np.asarray(indices, dtype="int32")
-        return _map(lambda x: ops.take(x, indices, axis=0), state)
-
-
-def _map(fn, state):
-    return {"k": [fn(x) for x in state["k"]], "v": [fn(x) for x in state["v"]],
-            "lengths": fn(state["lengths"])}
+        return gather_rows(state, np.asarray(indices, dtype="int32"))
 
 
 def _as_batch(x, name):

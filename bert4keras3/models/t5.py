@@ -37,7 +37,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from bert4keras3.generation import CachedDecoder, compile_function
+from bert4keras3.generation import CachedDecoder, bucket_length, compile_function, gather_rows
 from bert4keras3.layers import Embedding, LayerNormalization, MultiHeadAttention
 from bert4keras3.layers.t5 import (
     RelativePositionEmbeddingT5,
@@ -371,10 +371,6 @@ class T5(Transformer):
         return self._cached_decoder
 
 
-def _bucket(n, multiple=16):
-    return max(multiple, -(-int(n) // multiple) * multiple)
-
-
 class T5CachedDecoder(CachedDecoder):
     """Cached T5 decoding for :func:`bert4keras3.generation.generate`.
 
@@ -397,7 +393,7 @@ class T5CachedDecoder(CachedDecoder):
         variables = t5.model.weights
         self._encode = compile_function(self._encode_fn, variables)
         self._step = compile_function(self._step_fn, variables)
-        self._gather = compile_function(self._gather_fn, [])
+        self._gather = compile_function(gather_rows, [])
 
     # compiled bodies ---------------------------------------------------------
     def _encode_fn(self, token_ids):
@@ -427,8 +423,7 @@ class T5CachedDecoder(CachedDecoder):
             name = f"Decoder-{j}-MultiHeadSelfAttention"
             attn = layers[name]
             h = layers[f"{name}-Norm"](x)
-            q = attn.q_dense(h)
-            q = ops.reshape(q, ops.shape(q)[:-1] + (attn.heads, attn.key_size))
+            q = attn.project_q(h)
             k, v = attn.project_kv(h, h)
             k_cache = ops.slice_update(cache["k"][j], start, ops.cast(k, cache["k"][j].dtype))
             v_cache = ops.slice_update(cache["v"][j], start, ops.cast(v, cache["v"][j].dtype))
@@ -439,8 +434,7 @@ class T5CachedDecoder(CachedDecoder):
             name = f"Decoder-{j}-MultiHeadCrossAttention"
             attn = layers[name]
             h = layers[f"{name}-Norm"](x)
-            q = attn.q_dense(h)
-            q = ops.reshape(q, ops.shape(q)[:-1] + (attn.heads, attn.key_size))
+            q = attn.project_q(h)
             x = x + attn.attend(q, cross["k"][j], cross["v"][j], cross["mask"])
 
             name = f"Decoder-{j}-FeedForward"
@@ -452,10 +446,6 @@ class T5CachedDecoder(CachedDecoder):
         else:
             logits = layers["Decoder-Output-LM"](x, mode="dense")
         return ops.cast(logits[:, 0], "float32"), {"k": new_k, "v": new_v}
-
-    @staticmethod
-    def _gather_fn(tree, indices):
-        return {key: [ops.take(t, indices, axis=0) for t in value] for key, value in tree.items()}
 
     # CachedDecoder API -------------------------------------------------------
     def start(self, inputs, num_copies, max_new_tokens):
@@ -473,13 +463,13 @@ class T5CachedDecoder(CachedDecoder):
                 f"[{ids.min()}, {ids.max()}]"
             )
         rows, seq = ids.shape
-        padded = np.zeros((rows, _bucket(seq)), dtype="int32")
+        padded = np.zeros((rows, bucket_length(seq)), dtype="int32")
         padded[:, :seq] = ids
         padded = np.repeat(padded, num_copies, axis=0)
         keys, values, mask = self._encode(padded)
         self._copies = num_copies
         cross = {"k": list(keys), "v": list(values), "mask": mask}
-        length = _bucket(max_new_tokens)
+        length = bucket_length(max_new_tokens)
         n = len(padded)
         attn = self.layers["Decoder-0-MultiHeadSelfAttention"] if self.n else None
         dtype = keys[0].dtype if self.n else "float32"
