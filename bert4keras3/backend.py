@@ -20,6 +20,7 @@ __all__ = [
     "gelu_tanh",
     "get_activation",
     "causal_mask",
+    "write_cache",
     "unilm_mask",
     "multihead_scores",
     "multihead_values",
@@ -173,6 +174,21 @@ def multihead_values(weights, v):
     """``weights [b, h, q, k]``, ``v [b, k, h, d]`` -> ``[b, q, h, d]``."""
     out = ops.matmul(weights, ops.transpose(v, (0, 2, 1, 3)))
     return ops.transpose(out, (0, 2, 1, 3))
+
+
+def write_cache(cache, new, index, axis=1):
+    """Write ``new`` into ``cache`` at ``index`` along ``axis`` (tensors or tuples of them).
+
+    Static-shape key/value cache update for decoding: ``cache`` is ``[batch, length, ...]``,
+    ``new`` ``[batch, n, ...]``, ``index`` an int scalar (the first slot written).
+    """
+    if isinstance(cache, (tuple, list)):
+        return type(cache)(write_cache(c, n, index, axis) for c, n in zip(cache, new))
+    index = ops.cast(index, "int32")
+    zero = ops.zeros_like(index)
+    start = [zero] * len(cache.shape)
+    start[axis] = index
+    return ops.slice_update(cache, start, ops.cast(new, cache.dtype))
 
 
 def causal_mask(q_len, k_len=None, offset=0):

@@ -723,6 +723,7 @@ class Trie:
     def __init__(self, sequences=None):
         self._root = _TrieNode()
         self._size = 0
+        self._version = 0  # bumped by every change (compiled copies check it)
         if sequences is not None:
             for s in sequences:
                 self.insert(s)
@@ -749,6 +750,7 @@ class Trie:
         if not node.is_end:
             node.is_end = True
             self._size += 1
+        self._version += 1
 
     def _find(self, prefix):
         node = self._root
@@ -821,8 +823,47 @@ def _allowed_fn(allowed):
 # ---------------------------------------------------------------------------
 
 
+class _PredictDecoder:
+    """An :class:`AutoRegressiveDecoder`'s ``predict`` as a host decoder of the engine.
+
+    Rows hold ``inputs`` repeated per hypothesis and the ``output_ids`` so far (start id
+    included); ``predict`` sees both, as in bert4keras. ``states`` pass through.
+    """
+
+    def __init__(self, owner, states, temperature):
+        self.owner = owner
+        self.states = states
+        self.temperature = temperature
+        self.vocab_size = None
+
+    def _predict(self, inputs, output_ids):
+        logp, self.states = self.owner.predict(inputs, output_ids, self.states,
+                                               self.temperature, "logits")
+        logp = np.asarray(logp, dtype=np.float32)
+        if len(logp) != len(output_ids):
+            raise ValueError(f"predict returned {len(logp)} rows for {len(output_ids)} hypotheses")
+        return logp
+
+    def start(self, inputs, num_copies, max_new_tokens):
+        inputs = [np.array([i]) for i in inputs]
+        output_ids = self.owner.first_output_ids
+        logp = self._predict(inputs, output_ids)
+        inputs = [np.repeat(i, num_copies, axis=0) for i in inputs]
+        output_ids = np.repeat(output_ids, num_copies, axis=0)
+        return np.repeat(logp, num_copies, axis=0), (inputs, output_ids)
+
+    def step(self, state, token_ids, index):
+        inputs, output_ids = state
+        output_ids = np.concatenate([output_ids, np.asarray(token_ids)[:, None]], 1)
+        return self._predict(inputs, output_ids), (inputs, output_ids)
+
+    def reorder(self, state, indices):
+        inputs, output_ids = state
+        return [i[indices] for i in inputs], output_ids[indices]
+
+
 class AutoRegressiveDecoder:
-    """Base class for autoregressive decoding (bert4keras API), NumPy only.
+    """Base class for autoregressive decoding (bert4keras API) on the generation engine.
 
     Subclass it and define ``predict`` decorated with :meth:`wraps`::
 
@@ -843,11 +884,14 @@ class AutoRegressiveDecoder:
     shape ``[batch, vocab]`` (plus new states with ``use_states=True``).
     Returned sequences include the start id, as in bert4keras.
 
-    ``minlen`` is the minimum number of generated tokens (start id excluded,
-    end id included) a finished sequence has: ``end_id`` is masked before.
-    ``allowed`` (a :class:`Trie` or a callable) receives the generated ids so
-    far (start id excluded) and returns the ids allowed next; a hypothesis
-    with no allowed continuation is complete as it stands.
+    The search (beam search, sampling, ``allowed`` constraints, top-k / top-p) is the
+    one of :func:`bert4keras3.generation.generate`, driven by a host loop around
+    ``predict``. Counted as bert4keras counts them: ``minlen`` is the minimum length of
+    ``output_ids`` (start id included) at which a sequence may end (``end_id`` is masked
+    before, where bert4keras keeps extending such sequences), ``min_ends`` the number of
+    ``end_id`` that end a sequence. ``allowed`` (a :class:`Trie` or a callable) receives
+    the generated ids so far (start id excluded) and returns the ids allowed next; a
+    hypothesis with no allowed continuation is complete as it stands.
     """
 
     def __init__(self, start_id, end_id, maxlen, minlen=1):
@@ -929,91 +973,34 @@ class AutoRegressiveDecoder:
             "decorated with @AutoRegressiveDecoder.wraps(...)"
         )
 
-    # -- helpers ---------------------------------------------------------
-
-    def _constrain(self, logp, output_ids, allowed_fn):
-        """Mask ``logp`` in place (min length, allowed ids); return rows with no option."""
-        n0 = self.first_output_ids.shape[1]
-        generated = output_ids.shape[1] - n0
-        if self.end_id is not None and generated + 1 < self.minlen:
-            logp[:, self.end_id] = -np.inf
-        if allowed_fn is not None:
-            vocab = logp.shape[1]
-            for r in range(len(logp)):
-                ids = [int(t) for t in allowed_fn([int(t) for t in output_ids[r, n0:]])]
-                bad = [t for t in ids if not 0 <= t < vocab]
-                if bad:
-                    raise ValueError(f"allowed returned id(s) {bad} outside the vocabulary [0, {vocab})")
-                keep = np.zeros(vocab, dtype=bool)
-                keep[ids] = True
-                logp[r, ~keep] = -np.inf
-        return ~np.isfinite(logp).any(axis=1)
-
-    def _is_finished(self, ids):
-        if self.end_id is None:
-            return np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=int)
-        counts = (ids[:, self.first_output_ids.shape[1]:] == self.end_id).sum(1)
-        return ids[:, -1] == self.end_id, counts
-
     # -- decoding --------------------------------------------------------
+
+    def _generate(self, inputs, states, temperature, allowed, **kwargs):
+        from bert4keras3.generation import generate
+
+        _allowed_fn(allowed)  # validates
+        decoder = _PredictDecoder(self, states, temperature)
+        n0 = self.first_output_ids.shape[1]
+        out = generate(decoder, inputs, self.maxlen, end_id=self.end_id, allowed=allowed,
+                       min_new_tokens=max(0, self.minlen - n0 - 1), **kwargs)
+        if kwargs.get("num_return_sequences", 1) > 1:
+            out = out[0]  # one input, several sequences
+        start = [int(t) for t in self.first_output_ids[0]]
+        return [np.array(start + list(seq), dtype=int) for seq in out]
 
     def beam_search(self, inputs, topk, states=None, temperature=1, min_ends=1, allowed=None):
         """Beam search; returns the best sequence (np array, start id included).
 
-        Scores are sums of log-probabilities. A hypothesis is finished when it
-        has produced ``end_id`` ``min_ends`` times (its last token then being
-        ``end_id``); finished hypotheses leave the beam, and the search stops
-        once the best finished score beats every live hypothesis (scores only
-        decrease) or after ``maxlen`` steps, returning the best among the
-        finished and the live hypotheses. ``allowed`` constrains every step
-        (see the class docstring).
+        Scores are sums of log-probabilities (``length_penalty=0``). A hypothesis is
+        finished when it has produced ``end_id`` ``min_ends`` times; the search keeps the
+        ``topk`` best finished ones and stops once no running hypothesis can beat them
+        (scores only decrease) or after ``maxlen`` steps. ``allowed`` constrains every
+        step (see the class docstring).
         """
         if not isinstance(topk, (int, np.integer)) or topk < 1:
             raise ValueError(f"beam_search: topk must be a positive int, got {topk!r}")
-        allowed_fn = _allowed_fn(allowed)
-        inputs = [np.array([i]) for i in inputs]
-        output_ids = self.first_output_ids
-        scores = np.zeros(1)
-        best_ids, best_score = None, -np.inf
-        for step in range(self.maxlen):
-            logp, states = self.predict(inputs, output_ids, states, temperature, "logits")
-            logp = np.array(logp, dtype=np.float64)
-            if len(logp) != len(output_ids):
-                raise ValueError(
-                    f"predict returned {len(logp)} rows for {len(output_ids)} hypotheses"
-                )
-            dead = self._constrain(logp, output_ids, allowed_fn)
-            for r in np.flatnonzero(dead):  # no continuation allowed: complete as is
-                if scores[r] > best_score:
-                    best_ids, best_score = output_ids[r], scores[r]
-            logp[dead] = -np.inf
-            cand = scores[:, None] + logp
-            vocab = cand.shape[1]
-            flat = cand.ravel()
-            finite = np.flatnonzero(np.isfinite(flat))
-            if len(finite) == 0:
-                break
-            order = finite[np.argsort(-flat[finite], kind="stable")]
-            rows, toks = order // vocab, order % vocab
-            new_ids = np.concatenate([output_ids[rows], toks[:, None]], 1)
-            new_scores = flat[order]
-            is_end, counts = self._is_finished(new_ids)
-            done = is_end & (counts >= min_ends)
-            if done.any():
-                j = np.flatnonzero(done)[0]  # sorted: first finished is the best one
-                if new_scores[j] > best_score:
-                    best_ids, best_score = new_ids[j], new_scores[j]
-            live = np.flatnonzero(~done)[:topk]
-            if len(live) == 0 or best_score >= new_scores[live[0]]:
-                return best_ids
-            rows = rows[live]
-            output_ids, scores = new_ids[live], new_scores[live]
-            inputs = [i[rows] for i in inputs]
-        if len(output_ids) and scores.max() > best_score and np.isfinite(scores.max()):
-            best_ids = output_ids[int(np.argmax(scores))]
-        if best_ids is None:
-            best_ids = output_ids[0] if len(output_ids) else self.first_output_ids[0]
-        return best_ids
+        return self._generate(inputs, states, temperature, allowed, method="beam",
+                              beam_size=int(topk), length_penalty=0.0, min_ends=min_ends)[0]
 
     def random_sample(
         self, inputs, n, topk=None, topp=None, states=None, temperature=1, min_ends=1,
@@ -1021,62 +1008,25 @@ class AutoRegressiveDecoder:
     ):
         """Draw ``n`` sequences by ancestral sampling; returns a list of np arrays.
 
-        ``topk`` keeps the ``topk`` most probable ids at each step; ``topp``
-        then keeps the smallest most-probable set whose probability reaches
-        ``topp`` (nucleus sampling); the kept probabilities are renormalised.
-        ``seed`` seeds a private ``np.random.Generator`` (None: fresh entropy).
-        Sequences are listed in the order they finish, unfinished ones last.
+        ``topk`` keeps the ``topk`` most probable ids at each step (ties with the
+        ``topk``-th are kept); ``topp`` then keeps the smallest most-probable set whose
+        probability reaches ``topp`` (nucleus sampling; ``topp >= 1`` keeps everything).
+        Randomness comes from ``np.random`` as in bert4keras (``np.random.seed`` makes it
+        reproducible), or from a private generator seeded with ``seed``. Sequences are
+        listed in the order they finish, unfinished ones last.
         """
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"random_sample: n must be a positive int, got {n!r}")
         if topk is not None and (not isinstance(topk, (int, np.integer)) or topk < 1):
             raise ValueError(f"random_sample: topk must be a positive int or None, got {topk!r}")
-        if topp is not None and not 0 < topp <= 1:
-            raise ValueError(f"random_sample: topp must be in (0, 1] or None, got {topp!r}")
-        allowed_fn = _allowed_fn(allowed)
-        rng = np.random.default_rng(seed)
-        inputs = [np.array([i]) for i in inputs]
-        output_ids = self.first_output_ids
-        results = []
-        for step in range(self.maxlen):
-            logp, states = self.predict(inputs, output_ids, states, temperature, "logits")
-            logp = np.array(logp, dtype=np.float64)
-            if step == 0:
-                logp = np.repeat(logp, n, axis=0)
-                inputs = [np.repeat(i, n, axis=0) for i in inputs]
-                output_ids = np.repeat(output_ids, n, axis=0)
-            if len(logp) != len(output_ids):
-                raise ValueError(f"predict returned {len(logp)} rows for {len(output_ids)} hypotheses")
-            dead = self._constrain(logp, output_ids, allowed_fn)
-            if dead.any():
-                results.extend(output_ids[dead])
-                keep = ~dead
-                inputs = [i[keep] for i in inputs]
-                output_ids, logp = output_ids[keep], logp[keep]
-                if len(output_ids) == 0:
-                    break
-            logp = filter_top_k_top_p(logp, topk, topp)
-            probs = np.exp(log_softmax(logp))
-            cdf = np.cumsum(probs, axis=1)
-            u = rng.random((len(probs), 1)) * cdf[:, -1:]
-            sample = (cdf <= u).sum(axis=1)
-            # guard against round-off landing on a zero-probability id
-            sample = np.minimum(sample, probs.shape[1] - 1)
-            zero = probs[np.arange(len(probs)), sample] == 0
-            if zero.any():
-                sample[zero] = np.argmax(probs[zero], axis=1)
-            output_ids = np.concatenate([output_ids, sample[:, None]], 1)
-            is_end, counts = self._is_finished(output_ids)
-            done = is_end & (counts >= min_ends)
-            if done.any():
-                results.extend(output_ids[done])
-                keep = ~done
-                inputs = [i[keep] for i in inputs]
-                output_ids = output_ids[keep]
-                if len(output_ids) == 0:
-                    break
-        results.extend(output_ids)
-        return results
+        if topp is not None and not topp > 0:
+            raise ValueError(f"random_sample: topp must be > 0 or None, got {topp!r}")
+        rng = np.random if seed is None else np.random.default_rng(seed)
+        out = self._generate(inputs, states, temperature, allowed, method="sample",
+                             num_return_sequences=int(n), top_k=topk,
+                             top_p=None if topp is None or topp >= 1 else topp,
+                             min_ends=min_ends, random=rng)
+        return sorted(out, key=len)  # stable: shorter ones finished earlier
 
     def batch_decode(self, batch_inputs, method="beam_search", verbose=1, **kwargs):
         """Run ``beam_search`` / ``random_sample`` on each item of ``batch_inputs``
@@ -1091,28 +1041,15 @@ class AutoRegressiveDecoder:
 
 
 def filter_top_k_top_p(logp, topk=None, topp=None):
-    """Return a copy of ``logp`` ([batch, vocab] log-probabilities) with ids outside
-    the top-k and then top-p (nucleus) support set to ``-inf``.
+    """NumPy front of :func:`bert4keras3.generation.filter_logits` (``[batch, vocab]``):
+    ids outside the top-k, then top-p (nucleus), support are set to ``-inf``."""
+    from keras import ops
 
-    Top-p keeps, per row, the most probable ids (ties broken by lower id) until
-    their renormalised probability reaches ``topp``.
-    """
-    logp = np.array(logp, dtype=np.float64)
-    if topk is not None and topk < logp.shape[1]:
-        order = np.argsort(-logp, axis=1, kind="stable")
-        drop = order[:, topk:]
-        np.put_along_axis(logp, drop, -np.inf, axis=1)
-    if topp is not None:
-        p = np.exp(log_softmax(logp))
-        order = np.argsort(-p, axis=1, kind="stable")
-        sp = np.take_along_axis(p, order, axis=1)
-        before = np.cumsum(sp, axis=1) - sp  # mass strictly before each id
-        drop = before >= topp - 1e-12
-        drop[:, 0] = False
-        vals = np.take_along_axis(logp, order, axis=1)
-        vals[drop] = -np.inf
-        np.put_along_axis(logp, order, vals, axis=1)
-    return logp
+    from bert4keras3.generation import filter_logits
+
+    out = filter_logits(np.asarray(logp, dtype=np.float32), topk,
+                        None if topp is None or topp >= 1 else topp)
+    return np.asarray(ops.convert_to_numpy(out), dtype=np.float64)
 
 
 __all__.append("filter_top_k_top_p")

@@ -21,11 +21,11 @@ What it does, in one run:
 3. runs one worker subprocess per Keras backend (``KERAS_BACKEND=jax`` / ``tensorflow``)
    that loads the SAME files with ``build_transformer_model(..., model="mt5.1.1")``,
    generates once to compile (not timed), then times ``t5.generate`` with the same
-   settings; it also records the wall time of every cached-decoder ``step`` call;
+   settings;
 4. prints tokens/s (``batch * new / seconds``; best of ``--repeats``), the speed-up over
    transformers, agreement of the greedy tokens with transformers' (rows identical),
-   and ms/step averaged over new tokens 2-9 vs 57-64 (token 1 comes from the encoder
-   pass in ``start``), whose ratio shows whether the step time stays flat.
+   ms/step (``(T(new) - T(8)) / (new - 8)``: the cost of one more token, prefill
+   excluded) and host calls per ``generate`` (1: the whole decode is one program).
 
 keras_hub: ``--keras-hub`` also times ``keras_hub.models.T5Seq2SeqLM.generate`` (JAX) on the
 SAME weights: keras_hub 0.32 has no transformers converter for T5 (``keras_hub.src.utils.
@@ -85,19 +85,9 @@ def worker(args):
 
     sys.path.insert(0, ROOT)
     import keras
+    from bert4keras3 import generation
     from bert4keras3.models import build_transformer_model
-    from bert4keras3.models.t5 import T5CachedDecoder
 
-    step_times = []
-    original_step = T5CachedDecoder.step
-
-    def timed_step(self, state, token_ids, index):
-        start = time.perf_counter()
-        out = original_step(self, state, token_ids, index)  # returns NumPy logits: synced
-        step_times.append((index, time.perf_counter() - start))
-        return out
-
-    T5CachedDecoder.step = timed_step
     t5 = build_transformer_model(os.path.join(args.dir, "config.json"), args.dir,
                                  model="mt5.1.1", return_keras_model=False)
     ids = _inputs(args)
@@ -109,20 +99,23 @@ def worker(args):
         out = t5.generate(x, args.new, **kw)  # compiles this bucket
         compile_s = time.perf_counter() - t0
         best = float("inf")
-        per_step = {}
+        calls = generation.host_calls()
         for _ in range(args.repeats):
-            del step_times[:]
             t0 = time.perf_counter()
             out = t5.generate(x, args.new, **kw)
             best = min(best, time.perf_counter() - t0)
-            for index, seconds in step_times:
-                per_step.setdefault(index, []).append(seconds)
-        step_ms = {i: 1000 * min(v) for i, v in per_step.items()}
-        early = [step_ms[i] for i in range(0, 8) if i in step_ms]  # new tokens 2-9
-        late = [step_ms[i] for i in range(args.new - 9, args.new - 1) if i in step_ms]  # 57-64
+        calls = (generation.host_calls() - calls) / args.repeats
+        # per-step cost from a short decode: (T(new) - T(8)) / (new - 8) tokens
+        short = min(8, args.new - 1)
+        t5.generate(x, short, **kw)
+        t_short = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            t5.generate(x, short, **kw)
+            t_short = min(t_short, time.perf_counter() - t0)
         results[f"{method}/{batch}"] = {
-            "seconds": best, "compile_s": compile_s, "tokens": out,
-            "early_ms": sum(early) / max(len(early), 1), "late_ms": sum(late) / max(len(late), 1),
+            "seconds": best, "compile_s": compile_s, "tokens": out, "host_calls": calls,
+            "step_ms": 1000 * (best - t_short) / max(args.new - short, 1),
         }
     print(MARK + json.dumps({"backend": keras.backend.backend(), "results": results}))
 
@@ -406,14 +399,13 @@ def report(args, ref, workers, hub):
           f"input {args.seq} tokens, {args.new} new tokens, {args.threads} threads, "
           f"best of {args.repeats}\n")
     print("| method | batch | implementation | tokens/s | vs transformers | "
-          "same tokens as transformers | ms/step tokens 2-9 | ms/step tokens 57-64 | "
-          "late/early |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "same tokens as transformers | ms/step | host calls per generate |")
+    print("|---|---|---|---|---|---|---|---|")
     for method, batch in _jobs(args):
         key = f"{method}/{batch}"
         base = ref[key]
         base_tps = batch * args.new / base["seconds"]
-        print(f"| {method} | {batch} | transformers (torch) | {base_tps:.1f} | 1.00 | - | - | - | - |")
+        print(f"| {method} | {batch} | transformers (torch) | {base_tps:.1f} | 1.00 | - | - | - |")
         for backend, out in workers.items():
             if "error" in out:
                 print(f"| {method} | {batch} | bert4keras3 {backend} | error: "
@@ -423,8 +415,8 @@ def report(args, ref, workers, hub):
             tps = batch * args.new / r["seconds"]
             same = sum(a == b for a, b in zip(r["tokens"], base["tokens"]))
             print(f"| {method} | {batch} | bert4keras3 {backend} | {tps:.1f} | "
-                  f"{tps / base_tps:.2f} | {same}/{batch} rows | {r['early_ms']:.2f} | "
-                  f"{r['late_ms']:.2f} | {r['late_ms'] / r['early_ms']:.2f} |")
+                  f"{tps / base_tps:.2f} | {same}/{batch} rows | {r['step_ms']:.2f} | "
+                  f"{r['host_calls']:g} |")
     for backend, out in workers.items():
         if "error" not in out:
             compile_s = {k: round(v["compile_s"], 1) for k, v in out["results"].items()}

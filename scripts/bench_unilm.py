@@ -13,8 +13,9 @@ Part 1, one run, same model and inputs (a UniLM RoFormer of the given shape, ran
 weights, ``with_mlm=True``; ``batch`` random sources of ``source`` tokens, segment 0):
 
 * ``cached generate``: :func:`bert4keras3.generation.generate` with
-  :func:`bert4keras3.models.decoding.lm_cached_decoder` (key/value cache, compiled prefill
-  and step); greedy, ``new`` tokens; timed after a warm-up call (compilation excluded);
+  :class:`bert4keras3.models.base.LMCachedDecoder` (key/value cache; prefill
+  and the whole search loop compiled as one program); greedy, ``new`` tokens; timed after
+  a warm-up call (compilation excluded);
 * ``uncached (full recompute)``: the bert4keras decoding scheme: every step re-runs the
   whole model on ``source + generated`` (segment ids 0 / 1) and takes the last position's
   distribution. The batch is right-padded to the final width ``source + new`` so the model
@@ -113,9 +114,7 @@ def timed(fn, repeats=1):
 def main(argv=None):
     import keras
 
-    from bert4keras3 import generation
     from bert4keras3.models import build_transformer_model
-    from bert4keras3.models.decoding import lm_cached_decoder
 
     args = parse(sys.argv[1:] if argv is None else argv)
     backend = keras.backend.backend()
@@ -129,9 +128,7 @@ def main(argv=None):
     inputs = [tokens, np.zeros_like(tokens)]
 
     def cached():
-        if hasattr(obj, "generate"):
-            return obj.generate(inputs, args.new)
-        return generation.generate(lm_cached_decoder(obj), inputs, args.new)
+        return obj.generate(inputs, args.new)
 
     start = time.perf_counter()
     cached()  # compile prefill + step

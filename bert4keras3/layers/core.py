@@ -10,6 +10,7 @@ from bert4keras3 import backend as B
 
 __all__ = [
     "Embedding",
+    "Add",
     "BiasAdd",
     "PositionEmbedding",
     "SinusoidalPositionEmbedding",
@@ -29,6 +30,10 @@ class Embedding(keras.layers.Embedding):
 
     ``layer(ids)`` looks ids up; ``layer(hidden, mode="dense")`` returns
     ``hidden @ embeddings.T`` (logits over the vocabulary), sharing weights.
+
+    With ``mask_zero=True`` the Keras mask is ``ids != 0`` except that the first
+    position is never masked (as in bert4keras: a T5 decoder starts from id 0).
+    In dense mode the incoming mask passes through.
     """
 
     def __init__(self, *args, **kwargs):
@@ -47,7 +52,9 @@ class Embedding(keras.layers.Embedding):
         if len(inputs.shape) > 2 or not self.mask_zero:
             # dense mode (hidden states in): pass the incoming mask through
             return mask if len(inputs.shape) > 2 else None
-        return ops.not_equal(inputs, 0)
+        keep = ops.not_equal(inputs, 0)
+        first = ops.ones_like(keep[:, :1])
+        return ops.concatenate([first, keep[:, 1:]], axis=1)
 
     def compute_output_shape(self, input_shape, mode="embedding"):
         if mode == "dense":
@@ -60,6 +67,28 @@ class Embedding(keras.layers.Embedding):
                 tuple(inputs.shape[:-1]) + (self.input_dim,), dtype=self.compute_dtype
             )
         return super().compute_output_spec(inputs)
+
+
+@register
+class Add(keras.layers.Add):
+    """Element-wise sum whose Keras mask is the AND of the inputs' masks.
+
+    Inputs without a mask count as all-true, so ``Add()([token_emb, segment_emb])``
+    keeps the token embedding's padding mask (Keras 3's own ``Add`` drops the mask
+    as soon as one input has none, which silently lets padding reach heads,
+    pooling and losses; Keras 2, which bert4keras ran on, kept it).
+    """
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None:
+            return None
+        masks = [m for m in mask if m is not None]
+        if not masks:
+            return None
+        out = ops.cast(masks[0], "bool")
+        for m in masks[1:]:
+            out = ops.logical_and(out, ops.cast(m, "bool"))
+        return out
 
 
 @register
@@ -95,11 +124,15 @@ class _PositionMerge(keras.layers.Layer):
         """``[batch or 1, seq, output_dim]`` embeddings (``position_ids`` None = arange)."""
         raise NotImplementedError
 
-    def call(self, inputs):
+    #: cached decoding passes the positions of the new tokens (see ``models.base``)
+    decoding_role = "positions"
+
+    def call(self, inputs, positions=None):
+        """``positions`` (int ``[batch, seq]``) overrides ``arange(seq)`` (cached decoding)."""
         if self.custom_position_ids:
             x, position_ids = inputs
         else:
-            x, position_ids = inputs, None
+            x, position_ids = inputs, positions
         pos = ops.cast(self.position_embeddings(x, position_ids), x.dtype)
         if self.merge_mode == "add":
             return x + pos
@@ -313,12 +346,23 @@ class MultiHeadAttention(keras.layers.Layer):
         rotary_base: rotary frequency base.
 
     Call: ``layer(query, key=None, value=None, attention_mask=None,
-    attention_bias=None, positions=None, key_positions=None)``.
+    attention_bias=None, positions=None, key_positions=None, cache=None,
+    cache_index=None)``.
     ``attention_mask`` is boolean, broadcastable to ``[batch, heads, q, k]``
     (true = may attend); ``attention_bias`` is added to the scores (e.g. T5's
     relative bias); ``positions`` / ``key_positions`` are rotary positions
     (default ``arange``).
+
+    Key/value cache (static shapes, for decoding): ``cache = (k, v)`` with
+    ``k`` ``[batch, length, heads, key_size]`` and ``v`` ``[batch, length, heads,
+    head_size]`` (see :meth:`init_cache`). With ``cache_index`` (an int scalar)
+    the keys/values of the new tokens are written into the cache at that slot and
+    the queries attend over all ``length`` slots (``attention_mask`` must cover
+    them); without it the cache is read-only (e.g. cross-attention over
+    precomputed encoder keys). The call then returns ``(output, cache)``.
     """
+
+    decoding_role = "attention"
 
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
                  attention_scale=True, attention_dropout=None, normalization="softmax",
@@ -398,19 +442,35 @@ class MultiHeadAttention(keras.layers.Layer):
         out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
         return self.o_dense(out)
 
+    def init_cache(self, batch, length, dtype=None):
+        """A zero key/value cache ``(k, v)`` with ``length`` slots."""
+        dtype = dtype or self.compute_dtype
+        return (ops.zeros((batch, length, self.heads, self.key_size), dtype),
+                ops.zeros((batch, length, self.heads, self.head_size), dtype))
+
     def call(self, query, key=None, value=None, attention_mask=None,
-             attention_bias=None, positions=None, key_positions=None, training=None):
+             attention_bias=None, positions=None, key_positions=None, cache=None,
+             cache_index=None, training=None):
+        q = self.project_q(query)
+        if self.rotary and positions is None:
+            positions = ops.arange(ops.shape(q)[1])
+        if cache is not None and cache_index is None:  # read-only cache
+            k, v = cache
+            out = self.attend(self.rotate(q, positions), k, v, attention_mask,
+                              attention_bias, training)
+            return out, cache
+        self_attention = key is None
         key = query if key is None else key
         value = key if value is None else value
-        q = self.project_q(query)
         k, v = self.project_kv(key, value)
         if self.rotary:
-            if positions is None:
-                positions = ops.arange(ops.shape(q)[1])
             if key_positions is None:
-                key_positions = ops.arange(ops.shape(k)[1]) if key is not query else positions
+                key_positions = positions if self_attention else ops.arange(ops.shape(k)[1])
             q, k = self.rotate(q, positions), self.rotate(k, key_positions)
-        return self.attend(q, k, v, attention_mask, attention_bias, training)
+        if cache is None:
+            return self.attend(q, k, v, attention_mask, attention_bias, training)
+        k, v = B.write_cache(cache, (k, v), cache_index)
+        return self.attend(q, k, v, attention_mask, attention_bias, training), (k, v)
 
     def compute_output_shape(self, query_shape, *args, **kwargs):
         return tuple(query_shape[:-1]) + (self.out_dim,)
@@ -494,6 +554,9 @@ class AttentionMask(keras.layers.Layer):
     ``mode``: ``"encoder"`` (padding only), ``"lm"`` (causal) or ``"unilm"``
     (needs ``[token_ids, segment_ids]``). Token id 0 is padding.
     """
+
+    #: cached decoding replaces this mask by the visibility of the cache slots
+    decoding_role = "mask"
 
     def __init__(self, mode="encoder", **kwargs):
         super().__init__(**kwargs)

@@ -93,14 +93,17 @@ class GatedAttentionUnit(keras.layers.Layer):
         rotary: apply rotary position embeddings to queries and keys.
         rotary_base: rotary frequency base.
 
-    Call: ``layer(x, attention_mask=None, attention_bias=None, positions=None)``.
+    Call: ``layer(x, attention_mask=None, attention_bias=None, positions=None,
+    cache=None, cache_index=None)``.
     ``attention_mask`` is boolean, broadcastable to ``[batch, q, k]`` (``[batch, 1, q, k]``
     accepted; true = may attend); without it the Keras mask of ``x`` (padding) is used.
     ``attention_bias`` is added to the scores. ``positions``: rotary positions
     (``[seq]`` or ``[batch, seq]``, default ``arange(seq)``).
 
-    Cached decoding uses the split methods: :meth:`project` (gate, rotated q/k, values
-    of new tokens) and :meth:`attend` (attention of queries over given keys/values).
+    Key/value cache (decoding): ``cache = (k, v)``, ``k`` ``[batch, length, key_size]``,
+    ``v`` ``[batch, length, units]`` (see :meth:`init_cache`); the new tokens' keys and
+    values are written at slot ``cache_index`` and the queries attend over all slots
+    (``attention_mask`` must cover them). The call then returns ``(output, cache)``.
 
     Example::
 
@@ -141,6 +144,8 @@ class GatedAttentionUnit(keras.layers.Layer):
         self.k_scaleoffset = ScaleOffset(offset=use_bias, name="k_scaleoffset")
         self.dropout = keras.layers.Dropout(attention_dropout or 0.0)
 
+    decoding_role = "attention"
+
     def build(self, input_shape, *args, **kwargs):
         hidden = input_shape[-1]
         if hidden is None:
@@ -154,7 +159,12 @@ class GatedAttentionUnit(keras.layers.Layer):
         )
         self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
 
-    # -- split methods (used for cached decoding) --------------------------
+    def init_cache(self, batch, length, dtype=None):
+        """A zero key/value cache ``(k, v)`` with ``length`` slots."""
+        dtype = dtype or self.compute_dtype
+        return (ops.zeros((batch, length, self.key_size), dtype),
+                ops.zeros((batch, length, self.units), dtype))
+
     def project(self, x, positions=None):
         """Project ``x`` ``[batch, seq, hidden]`` to ``(u, q, k, v)``.
 
@@ -191,11 +201,16 @@ class GatedAttentionUnit(keras.layers.Layer):
         return self.o_dense(u * ops.matmul(weights, v))
 
     def call(self, x, attention_mask=None, attention_bias=None, positions=None,
-             training=None, mask=None):
+             cache=None, cache_index=None, training=None, mask=None):
         if attention_mask is None and mask is not None:
             attention_mask = ops.cast(mask, "bool")[:, None, :]
         u, q, k, v = self.project(x, positions)
-        return self.attend(u, q, k, v, attention_mask, attention_bias, training)
+        if cache is None:
+            return self.attend(u, q, k, v, attention_mask, attention_bias, training)
+        if cache_index is None:
+            raise ValueError("GatedAttentionUnit: a cache needs cache_index (the slot to write)")
+        k, v = B.write_cache(cache, (k, v), cache_index)
+        return self.attend(u, q, k, v, attention_mask, attention_bias, training), (k, v)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return tuple(input_shape)

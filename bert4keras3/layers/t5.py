@@ -68,10 +68,10 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
             for decoder self-attention.
         max_distance: ``relative_attention_max_distance``.
 
-    Call: ``layer([query_states, key_states])`` returns the bias
-    ``[1, heads, q_len, k_len]`` for positions ``arange(q_len)`` /
-    ``arange(k_len)``. :meth:`compute_bias` takes explicit positions (used by
-    the cached decoder for one query position).
+    Call: ``layer([query_states, key_states], positions=None, key_positions=None)``
+    returns the bias ``[1, heads, q_len, k_len]`` for positions ``arange(q_len)`` /
+    ``arange(k_len)``; explicit ``positions`` (``[q]`` or per row ``[batch, q]``, giving
+    ``[batch, heads, q, k]``) and ``key_positions`` (``[k]``) serve cached decoding.
 
     The weight ``embeddings`` has shape ``[buckets, heads]`` (the Hugging Face
     layout; Mesh TensorFlow stores its transpose).
@@ -92,19 +92,28 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
             initializer=self.embeddings_initializer,
         )
 
-    def compute_bias(self, query_positions, key_positions):
-        """Bias ``[1, heads, len(query_positions), len(key_positions)]`` for 1-D int positions."""
-        q = ops.cast(query_positions, "int32")[:, None]
-        k = ops.cast(key_positions, "int32")[None, :]
-        buckets = relative_position_bucket(
-            k - q, self.bidirectional, self.input_dim, self.max_distance
-        )
-        bias = ops.take(self.embeddings, buckets, axis=0)  # [q, k, heads]
-        return ops.expand_dims(ops.transpose(bias, (2, 0, 1)), 0)
+    decoding_role = "relative_bias"
 
-    def call(self, inputs):
+    def compute_bias(self, query_positions, key_positions):
+        """Bias for int positions: ``[1, heads, q, k]`` for 1-D ``query_positions``,
+        ``[batch, heads, q, k]`` for 2-D ``[batch, q]`` ones; ``key_positions`` is 1-D."""
+        q = ops.cast(query_positions, "int32")
+        k = ops.cast(key_positions, "int32")
+        buckets = relative_position_bucket(
+            k - q[..., None], self.bidirectional, self.input_dim, self.max_distance
+        )
+        bias = ops.take(self.embeddings, buckets, axis=0)  # [(batch,) q, k, heads]
+        if len(q.shape) == 1:
+            return ops.expand_dims(ops.transpose(bias, (2, 0, 1)), 0)
+        return ops.transpose(bias, (0, 3, 1, 2))
+
+    def call(self, inputs, positions=None, key_positions=None):
         query, key = inputs
-        return self.compute_bias(ops.arange(ops.shape(query)[1]), ops.arange(ops.shape(key)[1]))
+        if positions is None:
+            positions = ops.arange(ops.shape(query)[1])
+        if key_positions is None:
+            key_positions = ops.arange(ops.shape(key)[1])
+        return self.compute_bias(positions, key_positions)
 
     def compute_mask(self, inputs, mask=None):
         return None
@@ -142,6 +151,8 @@ class T5AttentionMask(keras.layers.Layer):
 
     def __init__(self, mode="padding", **kwargs):
         super().__init__(**kwargs)
+        #: cached decoding replaces the causal mask by the visibility of the cache slots
+        self.decoding_role = "mask" if mode == "causal" else None
         if mode not in ("padding", "causal", "context"):
             raise ValueError(f"mode must be 'padding', 'causal' or 'context', found {mode!r}")
         self.mode = mode
@@ -171,7 +182,10 @@ class T5AttentionMask(keras.layers.Layer):
 
 @register
 class ZeroPaddedPositions(keras.layers.Layer):
-    """``[hidden, token_ids] -> hidden`` with the vectors at id-0 positions set to zero."""
+    """``[hidden, token_ids] -> hidden`` with the vectors at id-0 positions set to zero.
+
+    The output's Keras mask is ``token_ids != 0``.
+    """
 
     def call(self, inputs):
         x, token_ids = inputs
@@ -179,7 +193,7 @@ class ZeroPaddedPositions(keras.layers.Layer):
         return x * keep[..., None]
 
     def compute_mask(self, inputs, mask=None):
-        return None
+        return ops.not_equal(inputs[1], 0)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]

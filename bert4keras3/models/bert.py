@@ -3,6 +3,7 @@ import keras
 
 from bert4keras3.backend import get_activation
 from bert4keras3.layers import (
+    Add,
     BiasAdd,
     Embedding,
     FeedForward,
@@ -116,7 +117,7 @@ class BERT(Transformer):
                 output_dim=self.embedding_size, embeddings_initializer=self.initializer,
                 name="Embedding-Segment",
             )
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply([x, s], Add, name="Embedding-Token-Segment")
         return x
 
     def apply_embeddings(self, inputs):
@@ -156,7 +157,7 @@ class BERT(Transformer):
         )
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                        name=f"{attention_name}-Dropout")
-        x = self.apply([inputs, x], keras.layers.Add, name=f"{attention_name}-Add")
+        x = self.apply([inputs, x], Add, name=f"{attention_name}-Add")
         x = self.norm(x, f"{attention_name}-Norm")
 
         xi = x
@@ -166,7 +167,7 @@ class BERT(Transformer):
         )
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                        name=f"{feed_forward_name}-Dropout")
-        x = self.apply([xi, x], keras.layers.Add, name=f"{feed_forward_name}-Add")
+        x = self.apply([xi, x], Add, name=f"{feed_forward_name}-Add")
         return self.norm(x, f"{feed_forward_name}-Norm")
 
     def apply_mlm_head(self, x):

@@ -17,7 +17,7 @@ the encoder); ``softmax_plus_min_length=16`` gives the later clamped ``log(max(n
 """
 import keras
 
-from bert4keras3.layers import LayerNormalization
+from bert4keras3.layers import Add, LayerNormalization
 from bert4keras3.layers.gau import GatedAttentionUnit
 from bert4keras3.models.base import register_model
 from bert4keras3.models.bert import RoFormerV2
@@ -85,6 +85,6 @@ class GAU_alpha(RoFormerV2):
             kernel_initializer=self.initializer, name=name,
         )
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
-        x = self.apply([inputs, x], keras.layers.Add, name=f"{name}-Add")
+        x = self.apply([inputs, x], Add, name=f"{name}-Add")
         return self.apply(x, LayerNormalization, zero_mean=False, center=False, scale=False,
                           epsilon=self.layer_norm_eps, name=f"{name}-Norm")

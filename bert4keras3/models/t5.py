@@ -37,15 +37,15 @@ import numpy as np
 import keras
 from keras import ops
 
-from bert4keras3.generation import CachedDecoder, bucket_length, compile_function, gather_rows
-from bert4keras3.layers import Embedding, LayerNormalization, MultiHeadAttention
+from bert4keras3.generation import CachedDecoder, bucket_length
+from bert4keras3.layers import Add, Embedding, LayerNormalization, MultiHeadAttention
 from bert4keras3.layers.t5 import (
     RelativePositionEmbeddingT5,
     T5AttentionMask,
     T5FeedForward,
     ZeroPaddedPositions,
 )
-from bert4keras3.models.base import Transformer, register_model
+from bert4keras3.models.base import DecodingContext, Transformer, register_model
 
 __all__ = ["T5", "T5CachedDecoder", "t5_weight_tables"]
 
@@ -152,6 +152,7 @@ class T5(Transformer):
     GOOGLE_PREFIXES = ("rms_norm", "layer_norm")
     HF_PREFIXES = ("",)
     VOCAB_WEIGHTS = ("Embedding-Token/embeddings", "Decoder-Output-LM/embeddings")
+    OUTPUT_ACTIVATIONS = ("Decoder-Output-LM-Activation",)
     GOOGLE_NAMES, HF_NAMES = t5_weight_tables(gated=True)
 
     def __init__(self, relative_attention_num_buckets=32, relative_attention_max_distance=128,
@@ -240,7 +241,7 @@ class T5(Transformer):
     def embed(self, token_ids, stack):
         x = self.apply(
             token_ids, Embedding, input_dim=self.vocab_size, output_dim=self.hidden_size,
-            embeddings_initializer=self.initializer, mask_zero=False, name="Embedding-Token",
+            embeddings_initializer=self.initializer, mask_zero=True, name="Embedding-Token",
         )
         return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                           name=f"{stack}-Embedding-Dropout")
@@ -257,7 +258,7 @@ class T5(Transformer):
         h = sublayer(h, layer_name)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate,
                        name=f"{layer_name}-Dropout")
-        return self.apply([x, h], keras.layers.Add, name=f"{layer_name}-Add")
+        return self.apply([x, h], Add, name=f"{layer_name}-Add")
 
     def attention(self, inputs, name, mask, bias=None, context=None):
         arguments = {"attention_mask": mask}
@@ -359,6 +360,11 @@ class T5(Transformer):
         return {w.path: expanded[w.path] for w in self.model.weights if w.path in expanded}
 
     # -- generation ---------------------------------------------------------
+    def decode_graph(self, inputs, last=None):
+        """Cached decoding runs the decoder's graph code on ``[context, token_ids]``."""
+        context, token_ids = inputs
+        return self.apply_decoder(context, token_ids)
+
     def cached_decoder(self):
         """The :class:`T5CachedDecoder` of this model (built once, compiled per bucket)."""
         if self.part != "seq2seq":
@@ -374,81 +380,24 @@ class T5(Transformer):
 class T5CachedDecoder(CachedDecoder):
     """Cached T5 decoding for :func:`bert4keras3.generation.generate`.
 
-    ``start`` runs the encoder once and projects the cross-attention keys and
-    values of every decoder layer once; ``step`` is one compiled function per
-    (rows, cache length, encoder length) bucket that feeds one token: it writes
-    the token's self-attention key/value into a static ``[rows, L, heads, d_kv]``
-    cache at its position with ``slice_update``, attends to positions ``<=`` it with
-    the causal relative bias of that query position, then attends to the encoder
-    states under the encoder padding mask. Encoder inputs are padded (with id 0)
-    to a multiple of 16 and the cache length ``L`` is ``max_new_tokens`` rounded
-    up to a multiple of 16.
+    ``prefill`` runs the encoder, then the decoder's own graph code
+    (:meth:`T5.apply_decoder` through :meth:`Transformer.cached_call`) on the start id 0
+    at position 0; the cross-attention keys/values of every layer are projected once
+    there and kept as read-only caches. Each ``step`` feeds one token at position
+    ``index + 1``: its self-attention keys/values go into static ``[rows, L, heads, d_kv]``
+    caches (``L`` = ``max_new_tokens`` rounded up to 16), it sees slots ``<=`` its
+    position, with the causal relative bias of that position. Encoder inputs are padded
+    with id 0 to a multiple of 16.
     """
 
     def __init__(self, t5):
-        self.t5 = t5
+        self.t5 = self.owner = t5
         self.vocab_size = t5.vocab_size
-        self.layers = t5.layers
-        self.n = t5.num_decoder_layers
-        variables = t5.model.weights
-        self._encode = compile_function(self._encode_fn, variables)
-        self._step = compile_function(self._step_fn, variables)
-        self._gather = compile_function(gather_rows, [])
 
-    # compiled bodies ---------------------------------------------------------
-    def _encode_fn(self, token_ids):
-        hidden = self.t5.encoder(token_ids, training=False)
-        keys, values = [], []
-        for j in range(self.n):
-            k, v = self.layers[f"Decoder-{j}-MultiHeadCrossAttention"].project_kv(hidden, hidden)
-            keys.append(k)
-            values.append(v)
-        mask = ops.not_equal(token_ids, 0)[:, None, None, :]
-        return keys, values, mask
+    def variables(self):
+        return self.t5.model.weights
 
-    def _step_fn(self, cache, cross, token_ids, position):
-        layers, t5 = self.layers, self.t5
-        x = layers["Embedding-Token"](token_ids[:, None])
-        length = ops.shape(cache["k"][0])[1]
-        key_positions = ops.arange(length, dtype="int32")
-        position = ops.cast(position, "int32")
-        bias = layers["Decoder-Embedding-Relative-Position"].compute_bias(
-            ops.reshape(position, (1,)), key_positions
-        )
-        mask = (key_positions <= position)[None, None, None, :]
-        zero = ops.zeros_like(position)
-        start = [zero, position, zero, zero]
-        new_k, new_v = [], []
-        for j in range(self.n):
-            name = f"Decoder-{j}-MultiHeadSelfAttention"
-            attn = layers[name]
-            h = layers[f"{name}-Norm"](x)
-            q = attn.project_q(h)
-            k, v = attn.project_kv(h, h)
-            k_cache = ops.slice_update(cache["k"][j], start, ops.cast(k, cache["k"][j].dtype))
-            v_cache = ops.slice_update(cache["v"][j], start, ops.cast(v, cache["v"][j].dtype))
-            new_k.append(k_cache)
-            new_v.append(v_cache)
-            x = x + attn.attend(q, k_cache, v_cache, mask, bias)
-
-            name = f"Decoder-{j}-MultiHeadCrossAttention"
-            attn = layers[name]
-            h = layers[f"{name}-Norm"](x)
-            q = attn.project_q(h)
-            x = x + attn.attend(q, cross["k"][j], cross["v"][j], cross["mask"])
-
-            name = f"Decoder-{j}-FeedForward"
-            x = x + layers[name](layers[f"{name}-Norm"](x))
-        x = layers["Decoder-Output-Norm"](x)
-        if t5.tie_word_embeddings:
-            x = x * ops.cast(t5.hidden_size ** -0.5, x.dtype)
-            logits = layers["Embedding-Token"](x, mode="dense")
-        else:
-            logits = layers["Decoder-Output-LM"](x, mode="dense")
-        return ops.cast(logits[:, 0], "float32"), {"k": new_k, "v": new_v}
-
-    # CachedDecoder API -------------------------------------------------------
-    def start(self, inputs, num_copies, max_new_tokens):
+    def prepare(self, inputs, max_new_tokens):
         ids = np.asarray(inputs)
         if ids.ndim == 1:
             ids = ids[None]
@@ -465,39 +414,30 @@ class T5CachedDecoder(CachedDecoder):
         rows, seq = ids.shape
         padded = np.zeros((rows, bucket_length(seq)), dtype="int32")
         padded[:, :seq] = ids
-        padded = np.repeat(padded, num_copies, axis=0)
-        keys, values, mask = self._encode(padded)
-        self._copies = num_copies
-        cross = {"k": list(keys), "v": list(values), "mask": mask}
-        length = bucket_length(max_new_tokens)
-        n = len(padded)
-        attn = self.layers["Decoder-0-MultiHeadSelfAttention"] if self.n else None
-        dtype = keys[0].dtype if self.n else "float32"
-        cache = {
-            "k": [ops.zeros((n, length, attn.heads, attn.key_size), dtype)
-                  for _ in range(self.n)],
-            "v": [ops.zeros((n, length, attn.heads, attn.head_size), dtype)
-                  for _ in range(self.n)],
-        }
-        logits, cache = self._step(cache, cross, np.zeros(n, "int32"), 0)
-        return np.asarray(logits, dtype="float32"), {"cache": cache, "cross": cross}
+        return {"token_ids": padded}, bucket_length(max_new_tokens)
 
-    def step(self, state, token_ids, index):
-        token_ids = np.asarray(token_ids, dtype="int32")
-        logits, cache = self._step(state["cache"], state["cross"], token_ids, int(index) + 1)
-        return (np.asarray(logits, dtype="float32"),
-                {"cache": cache, "cross": state["cross"]})
+    def _decode(self, token_ids, position, length, context, cache=None, static=None):
+        rows = ops.shape(token_ids)[0]
+        position = ops.cast(position, "int32")
+        slots = ops.arange(length, dtype="int32")
+        ctx = DecodingContext(
+            (slots <= position)[None, None, None, :], ops.full((rows, 1), position, "int32"),
+            position, length, caches=cache, static=static, key_positions=slots,
+            skip=self.t5.OUTPUT_ACTIVATIONS,
+        )
+        logits = self.t5.cached_call([context, ops.cast(token_ids, "int32")[:, None]], ctx)
+        return ops.cast(logits[:, 0], "float32"), ctx
 
-    def reorder(self, state, indices):
-        indices = np.asarray(indices, dtype="int32")
-        rows = np.arange(len(indices))
-        cache = self._gather(state["cache"], indices)
-        cross = state["cross"]
-        if not np.array_equal(indices // self._copies, rows // self._copies):
-            # rows moved to another input: the encoder states must follow
-            cross = dict(self._gather({"k": cross["k"], "v": cross["v"]}, indices))
-            cross["mask"] = ops.take(state["cross"]["mask"], indices, axis=0)
-        return {"cache": cache, "cross": cross}
+    def prefill(self, arrays, key):
+        hidden = self.t5.encoder(arrays["token_ids"], training=False)
+        rows = ops.shape(hidden)[0]
+        logits, ctx = self._decode(ops.zeros((rows,), "int32"), 0, key, hidden)
+        return logits, ctx.caches, {"context": hidden, "cross": ctx.static}
+
+    def step(self, cache, static, token_ids, index, key):
+        logits, ctx = self._decode(token_ids, ops.cast(index, "int32") + 1, key,
+                                   static["context"], cache, static["cross"])
+        return logits, ctx.caches
 
 
 def _register(version, names):
