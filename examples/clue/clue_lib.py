@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from common import DataError, progress, write_json  # noqa: E402,F401
+from common import DataError, progress, read_json, write_json, write_json_lines  # noqa: E402
 
 from bert4keras3.layers import (  # noqa: E402
     ConditionalRandomField,
@@ -41,14 +41,14 @@ from bert4keras3.losses import (  # noqa: E402
     global_pointer_decode,
     precision_recall_f1,
 )
-from bert4keras3.snippets import DataGenerator, sequence_padding, truncate_sequences  # noqa: E402
+from bert4keras3.snippets import DataGenerator, sequence_padding  # noqa: E402
 
 #: characters the task readers insert into texts (WSC span markers, the CSL keyword
 #: separator, the C3 turn separator and padding choice); a vocabulary should hold them
 INSERTED_TEXT = "_[]；||无效答案"
 
 #: sequence lengths are padded up to one of these (or to the task's maxlen)
-LENGTH_BUCKETS = (16, 32, 64, 96, 128, 192, 256, 384, 512)
+LENGTH_BUCKETS = (32, 64, 128, 256, 384, 512)
 
 
 # --------------------------------------------------------------------------- files
@@ -158,6 +158,11 @@ def bucket(length, cap):
         if b >= length:
             return max(length, min(b, cap))
     return length
+
+
+def int_array(ids):
+    """Token ids as a compact int32 array (features of a large training set stay small)."""
+    return np.asarray(ids, dtype="int32")
 
 
 def pad_ids(seqs, cap, extra_dims=0):
@@ -335,8 +340,10 @@ def flat_span_crossentropy(y_true, y_pred):
 # --------------------------------------------------------------------------- tasks
 class Task:
     """Base of the task kinds. Subclasses set the class attributes and implement
-    ``load``, ``encode``, ``collate``, ``head``, ``reduce``, ``combine``, ``score``
-    and ``write``."""
+    ``load`` (file -> examples), ``encode`` (example -> features), ``collate`` (features
+    -> model inputs and labels), ``build`` (encoder -> task model, loss), ``reduce``
+    (model outputs -> one result per feature), ``combine`` (results -> one prediction per
+    example), ``score`` (dev metric) and ``write`` (the submission file)."""
 
     name = None
     metric = "accuracy"
@@ -473,7 +480,7 @@ class ClassificationTask(Task):
                 except json.JSONDecodeError as e:
                     raise where.error(f"invalid JSON ({e.msg})") from None
                 text_a, text_b = self.text(record, where)
-                example = {"text_a": text_a, "text_b": text_b, "where": where}
+                example = {"text_a": text_a, "text_b": text_b}
                 if split == "test":
                     example["id"] = require(record, where, "id")
                 else:
@@ -490,7 +497,7 @@ class ClassificationTask(Task):
     def encode(self, example, training):
         token_ids, segment_ids = self.tokenizer.encode(
             example["text_a"], example["text_b"], maxlen=self.maxlen)
-        return [{"token_ids": token_ids, "segment_ids": segment_ids,
+        return [{"token_ids": int_array(token_ids), "segment_ids": int_array(segment_ids),
                  "label": example.get("label", 0), "length": len(token_ids)}]
 
     def collate(self, batch):
@@ -509,8 +516,6 @@ class ClassificationTask(Task):
         return [int(i) for i in outputs.argmax(-1)]
 
     def write(self, path, examples, predictions):
-        from common import write_json_lines
-
         write_json_lines(path, [{"id": e["id"], "label": self.labels[p]}
                                 for e, p in zip(examples, predictions)])
 
@@ -541,7 +546,7 @@ class NERTask(Task):
                 except json.JSONDecodeError as e:
                     raise where.error(f"invalid JSON ({e.msg})") from None
                 text = require(record, where, "text", kind=str)
-                example = {"text": text, "where": where}
+                example = {"text": text}
                 if split == "test":
                     example["id"] = require(record, where, "id")
                 else:
@@ -579,7 +584,8 @@ class NERTask(Task):
         text = example["text"]
         tokens = self.tokenizer.tokenize(text, maxlen=self.maxlen)
         mapping = self.tokenizer.rematch(text, tokens)
-        feature = {"token_ids": self.tokenizer.tokens_to_ids(tokens), "mapping": mapping,
+        feature = {"token_ids": int_array(self.tokenizer.tokens_to_ids(tokens)),
+                   "mapping": mapping,
                    "length": len(tokens), "spans": []}
         if "spans" in example:
             starts = {m[0]: i for i, m in enumerate(mapping) if m}
@@ -654,8 +660,6 @@ class NERTask(Task):
         return {"score": f1, "precision": p, "recall": r}
 
     def write(self, path, examples, predictions):
-        from common import write_json_lines
-
         rows = []
         for example, spans in zip(examples, predictions):
             label = {}
@@ -751,8 +755,6 @@ class SpanMRCTask(Task):
     head_size = 64
 
     def load(self, data_dir, split, limit=None):
-        from common import read_json
-
         path = self.path(data_dir, split)
         data = read_json(path, dict)
         articles = data.get("data")
@@ -781,7 +783,7 @@ class SpanMRCTask(Task):
                                        "text", kind=str)
                         gold.append((text, answer.get("answer_start", -1)))
                     examples.append({"id": qid, "question": str(question), "context": context,
-                                     "answers": gold, "where": where})
+                                     "answers": gold})
         return examples
 
     def setup(self, tokenizer, encoder, args):
@@ -833,9 +835,9 @@ class SpanMRCTask(Task):
             if span is not None and begin <= span[0] and span[1] < end:
                 label = (span[0] - begin + offset, span[1] - begin + offset)
             features.append({
-                "token_ids": token_ids,
-                "segment_ids": [0] * offset + [1] * (end - begin + 1),
-                "context_mask": [1] + [0] * (offset - 1) + [1] * (end - begin) + [0],
+                "token_ids": int_array(token_ids),
+                "segment_ids": int_array([0] * offset + [1] * (end - begin + 1)),
+                "context_mask": int_array([1] + [0] * (offset - 1) + [1] * (end - begin) + [0]),
                 "label": label, "begin": begin, "offset": offset, "length": len(token_ids),
             })
             if end >= len(c_ids):
@@ -940,19 +942,26 @@ def assignment(scores):
 class MultipleChoiceTask(Task):
     """Multiple choice: each example is ``choices`` sequences; each sequence's ``[CLS]``
     gets one score (Dense(1)) and a softmax over the choices is trained. Subclasses
-    provide ``load`` and ``sequences(example) -> [(token_ids, segment_ids)] * choices``."""
+    provide ``load``, ``sequences(example) -> [(token_ids, segment_ids)] * choices`` and
+    ``size(example)`` (a length estimate used to order prediction batches).
+
+    Sequences are built when a batch is collated (``choices`` sequences per example
+    would not fit in memory for ChID's half million blanks).
+    """
 
     choices = 4
 
+    def size(self, example):
+        return 0
+
     def encode(self, example, training):
-        seqs = self.sequences(example)
-        return [{"token_ids": [s[0] for s in seqs], "segment_ids": [s[1] for s in seqs],
-                 "label": example.get("label", 0),
-                 "length": max(len(s[0]) for s in seqs)}]
+        return [{"source": example, "label": example.get("label", 0),
+                 "length": self.size(example)}]
 
     def collate(self, batch):
-        token_ids = pad_ids([f["token_ids"] for f in batch], self.maxlen, extra_dims=1)
-        segment_ids = pad_ids([f["segment_ids"] for f in batch], self.maxlen, extra_dims=1)
+        seqs = [self.sequences(f["source"]) for f in batch]
+        token_ids = pad_ids([[s[0] for s in group] for group in seqs], self.maxlen, 1)
+        segment_ids = pad_ids([[s[1] for s in group] for group in seqs], self.maxlen, 1)
         return (self.inputs(token_ids, segment_ids),
                 np.array([f["label"] for f in batch], dtype="int32"))
 
@@ -1062,6 +1071,7 @@ def train_and_predict(task, encoder, data, args, started=None):
         "test_examples": len(data["test"]), "model": args.model,
         "optimizer": args.optimizer, "learning_rate": lr, "batch_size": batch_size,
         "maxlen": task.maxlen, "predict_file": predict_path,
+        "submission_name": task.submission_name or f"{task.name}_predict.json",
     }
     write_json(os.path.join(args.output_dir, f"{task.name}_dev.json"), record)
     return record

@@ -176,7 +176,7 @@ class C3(MultipleChoiceTask):
                     choice = [str(c) for c in choice]
                     example = {"passage": passage, "question": str(question),
                                "choices": choice + [self.filler] * (self.choices - len(choice)),
-                               "real_choices": len(choice), "where": q_where}
+                               "real_choices": len(choice)}
                     if split == "test":
                         example["id"] = require(qa, q_where, "id")
                     else:
@@ -187,6 +187,9 @@ class C3(MultipleChoiceTask):
                         example["label"] = choice.index(answer)
                     examples.append(example)
         return examples
+
+    def size(self, example):
+        return len(example["passage"]) + len(example["question"])
 
     def sequences(self, example):
         tok = self.tokenizer
@@ -256,7 +259,7 @@ class CHID(MultipleChoiceTask):
                     pieces = IDIOM_TAG.split(passage)
                     for k, tag in enumerate(IDIOM_TAG.findall(passage)):
                         example = {"group": lines, "tag": tag, "pieces": pieces, "blank": k,
-                                   "candidates": candidates, "where": where}
+                                   "candidates": candidates}
                         if answers is not None:
                             if tag not in answers:
                                 raise where.error(f"blank {tag} has no answer in {answer_path}")
@@ -276,23 +279,26 @@ class CHID(MultipleChoiceTask):
         vocab = tokenizer.token_dict
         self.marker = [vocab["[unused1]"]] if "[unused1]" in vocab else [tokenizer._token_mask_id]
         self.blank = [tokenizer._token_mask_id] * 4
-        self._pieces = {}
+        self._idioms = {}
 
-    def _piece_ids(self, pieces):
-        key = tuple(pieces)
-        if key not in self._pieces:
-            self._pieces[key] = [self.tokenizer.encode(p)[0][1:-1] for p in pieces]
-        return self._pieces[key]
+    def size(self, example):
+        return sum(len(p) for p in example["pieces"])
+
+    def _idiom_ids(self, idiom):
+        if idiom not in self._idioms:
+            self._idioms[idiom] = self.tokenizer.encode(idiom)[0]
+        return self._idioms[idiom]
 
     def sequences(self, example):
         tok = self.tokenizer
-        pieces, k = self._piece_ids(example["pieces"]), example["blank"]
+        pieces = [tok.encode(p)[0][1:-1] for p in example["pieces"]]
+        k = example["blank"]
         left, right = [], []
         for i, ids in enumerate(pieces[:k + 1]):
             left += (self.blank if i else []) + ids
         for i, ids in enumerate(pieces[k + 1:]):
             right += (self.blank if i else []) + ids
-        idioms = [tok.encode(c)[0] for c in example["candidates"]]
+        idioms = [self._idiom_ids(c) for c in example["candidates"]]
         budget = max(self.maxlen - max(len(i) for i in idioms) - 2, 2)
         keep_left = min(len(left), max(budget // 2, budget - len(right)))
         keep_right = min(len(right), budget - keep_left)
