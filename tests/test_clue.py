@@ -393,3 +393,39 @@ def test_assignment_is_optimal():
                    key=lambda p: sum(scores[i, j] for i, j in enumerate(p)))
         assert sum(scores[i, j] for i, j in enumerate(got)) == pytest.approx(
             sum(scores[i, j] for i, j in enumerate(best)))
+
+
+def test_cmrc_windows_cover_the_context_and_label_the_answer():
+    from argparse import Namespace
+
+    from bert4keras3.tokenizers import Tokenizer
+
+    context = "南山灯塔在夜里非常安静。白云水库位于城市的东边。青石书院的编号是丙辛甲。红叶茶园附近有一条小河。"
+    question = "青石书院的编号是什么？"
+    chars = sorted(set(context + question))
+    tokenizer = Tokenizer({t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                        "[MASK]"] + chars)})
+    task = clue_tasks.CMRC2018(stride=8)
+    task.setup(tokenizer, Namespace(inputs=[0, 1]), Namespace(maxlen=28))
+    start = context.index("丙辛甲")
+    example = {"id": "q", "question": question, "context": context,
+               "answers": [("丙辛甲", start)]}
+    features = task.encode(example, training=True)
+    assert len(features) >= 3
+    covered = set()
+    for f in features:
+        assert len(f["token_ids"]) <= 28 and f["offset"] == len(question) + 2
+        n = len(f["token_ids"]) - f["offset"] - 1  # context tokens in the window
+        covered.update(range(f["begin"], f["begin"] + n))
+        assert f["context_mask"].tolist() == [1] + [0] * (f["offset"] - 1) + [1] * n + [0]
+        s, e = f["label"]
+        if (s, e) != (0, 0):
+            # the labelled tokens are exactly the answer's characters
+            ids = f["token_ids"][s:e + 1].tolist()
+            assert tokenizer.decode(ids).replace(" ", "") == "丙辛甲"
+    assert covered == set(range(len(context)))  # one token per character here
+    labelled = [f for f in features if tuple(f["label"]) != (0, 0)]
+    assert labelled and all(f["begin"] <= start < f["begin"] + 28 for f in labelled)
+    # a misplaced answer_start is repaired to the occurrence of the text
+    shifted = dict(example, answers=[("丙辛甲", start + 5)])
+    assert [f["label"] for f in task.encode(shifted, True)] == [f["label"] for f in features]
