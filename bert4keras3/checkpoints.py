@@ -175,6 +175,64 @@ def _is_ignored(name, patterns):
     return any(re.search(p, name) for p in patterns)
 
 
+def _has_datasets(group):
+    import h5py
+
+    found = []
+    group.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+    return bool(found)
+
+
+def check_keras_weights_file(model, path):
+    """Check that a ``.weights.h5`` lines up with ``model`` before Keras loads it.
+
+    Keras addresses the layers of a weights file by class name and position
+    (``dense``, ``dense_1``, ...), not by layer name, so a file saved from a model with
+    other heads could load into the wrong layers. This compares the layer name recorded
+    in the file with the model's layer at the same address: a mismatch on a layer with
+    weights raises :class:`CheckpointError`; file layers with weights that the model
+    lacks are listed in a warning (as unused checkpoint variables are).
+    """
+    import h5py
+    from keras.src.utils.naming import to_snake_case
+
+    expected, used = {}, {}
+    for layer in model.layers:
+        base = to_snake_case(type(layer).__name__)
+        key = base if base not in used else f"{base}_{used[base] + 1}"
+        used[base] = used.get(base, -1) + 1
+        expected[key] = layer
+    problems, unused = [], []
+    with h5py.File(path, "r") as f:
+        if "layers" not in f:
+            return
+        group = f["layers"]
+        for key, layer in expected.items():
+            if not layer.weights:
+                continue
+            if key not in group:
+                problems.append(f"layer {layer.name!r} ({key}) has no weights in the file")
+                continue
+            vars_group = group[key].get("vars")
+            recorded = vars_group.attrs.get("name") if vars_group is not None else None
+            if recorded is not None and recorded != layer.name:
+                problems.append(f"the file's {key} is layer {recorded!r}, the model's is "
+                                f"{layer.name!r}")
+        for key in group:
+            if key not in expected and _has_datasets(group[key]):
+                vars_group = group[key].get("vars")
+                unused.append(vars_group.attrs.get("name", key) if vars_group is not None
+                              else key)
+    if problems:
+        raise CheckpointError(
+            f"cannot load {path!r}: its layers do not line up with the model's (build the "
+            "model with the options the file was saved with):\n  " + "\n  ".join(problems))
+    if unused:
+        warnings.warn(f"{len(unused)} layer(s) of {path!r} not used by the model: "
+                      f"{sorted(unused)}", stacklevel=4)
+
+
 def load_into(transformer, checkpoint_path):
     """Set every weight of ``transformer.model`` from ``checkpoint_path``.
 
@@ -185,6 +243,7 @@ def load_into(transformer, checkpoint_path):
     fmt = detect_format(checkpoint_path)
     model = transformer.model
     if fmt == "keras":
+        check_keras_weights_file(model, checkpoint_path)
         model.load_weights(checkpoint_path)
         return
     fmt, reader = open_checkpoint(checkpoint_path)

@@ -69,17 +69,16 @@ def write_tiny_model_dir(path, texts=(), model="bert", checkpoint="h5", extra_to
         import tensorflow as tf
 
         names = obj.weight_names("google", obj.GOOGLE_PREFIXES[0])
-        graph = tf.Graph()
-        with graph.as_default():
-            tf_vars = []
-            for w in obj.model.weights:
-                if w.path not in names:
-                    continue
+        # read the values eagerly first: inside the graph TF-backend variables cannot be read
+        values = {}
+        for w in obj.model.weights:
+            if w.path in names:
                 name, transform = names[w.path]
                 value = np.asarray(keras_to_numpy(w))
-                if transform == "T":
-                    value = value.T
-                tf_vars.append(tf.compat.v1.Variable(value, name=name))
+                values[name] = value.T if transform == "T" else value
+        graph = tf.Graph()
+        with graph.as_default():
+            tf_vars = [tf.compat.v1.Variable(v, name=n) for n, v in values.items()]
             saver = tf.compat.v1.train.Saver(tf_vars)
             with tf.compat.v1.Session(graph=graph) as sess:
                 sess.run(tf.compat.v1.global_variables_initializer())

@@ -546,3 +546,29 @@ def test_roformer_v2_against_numpy(roformer_v2, prefix):
     probs = run_keras(model, tokens, segments)
     assert probs.shape == (3, 9, VOCAB)
     assert max_diff(probs, roformer_v2["probs"], tokens) < ATOL
+
+
+def test_keras_weights_file_is_matched_by_layer_name(tmp_path):
+    """A .weights.h5 is checked by layer name (Keras itself matches by class and order)."""
+    import warnings
+
+    from bert4keras3.checkpoints import CheckpointError
+
+    cfg = dict(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32)
+    source = build_transformer_model(cfg, model="bert", with_mlm=True)
+    path = str(tmp_path / "mlm.weights.h5")
+    source.save_weights(path)
+    # an encoder-only model loads the shared layers and lists the MLM layers as unused
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoder = build_transformer_model(cfg, path, model="bert")
+    messages = [str(w.message) for w in caught if "not used by the model" in str(w.message)]
+    assert len(messages) == 1
+    assert "'MLM-Bias'" in messages[0] and "'MLM-Dense'" in messages[0]
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(encoder.get_layer("Embedding-Token").embeddings),
+        keras.ops.convert_to_numpy(source.get_layer("Embedding-Token").embeddings))
+    # with a pooler, Keras would load MLM-Dense into Pooler-Dense (both are "dense"): refused
+    with pytest.raises(CheckpointError, match="'MLM-Dense', the model's is 'Pooler-Dense'"):
+        build_transformer_model(cfg, path, model="bert", with_pool=True)

@@ -160,49 +160,12 @@ SMOKE = [
 ]
 
 
-def google_model_dir(tiny_model_dir, texts, model, **kwargs):
-    """A tiny model directory whose weights are a Google TF checkpoint (``bert_model.ckpt``).
-
-    Stands in for ``tiny_model_dir(..., checkpoint="google")``, whose writer reads the
-    Keras variables inside a ``tf.Graph`` and so fails under KERAS_BACKEND=tensorflow
-    ("numpy() is only available when eager execution is enabled"). Same variable names
-    (``weight_names("google", ...)``), values read eagerly first.
-    """
-    import keras
-    import tensorflow as tf
-
-    from bert4keras3.models import build_transformer_model
-
-    model_dir = tiny_model_dir(texts, model=model, checkpoint="h5", **kwargs)
-    h5 = os.path.join(model_dir, "model.weights.h5")
-    obj = build_transformer_model(os.path.join(model_dir, "bert_config.json"), h5, model=model,
-                                  with_mlm=True, return_keras_model=False)
-    values = {w.path: np.asarray(keras.ops.convert_to_numpy(w)) for w in obj.model.weights}
-    names = obj.weight_names("google", obj.GOOGLE_PREFIXES[0])
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(values[path].T if transform == "T" else values[path],
-                                           name=name)
-                     for path, (name, transform) in names.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            saver.save(session, os.path.join(model_dir, "bert_model.ckpt"),
-                       write_meta_graph=False)
-    os.remove(h5)
-    return model_dir
-
-
 @pytest.mark.parametrize("task,family,checkpoint,extra", SMOKE,
                          ids=["-".join([t, f, c] + [str(v) for v in e[1:2]]) for t, f, c, e in SMOKE])
 def test_smoke(task, family, checkpoint, extra, tiny_model_dir, tmp_path):
     data_dir = os.path.join(SAMPLES, task)
-    if checkpoint == "google":
-        model_dir = google_model_dir(tiny_model_dir, vocab_texts(data_dir), family,
-                                     extra_tokens=("[unused1]",))
-    else:
-        model_dir = tiny_model_dir(vocab_texts(data_dir), model=family, checkpoint=checkpoint,
-                                   extra_tokens=("[unused1]",))
+    model_dir = tiny_model_dir(vocab_texts(data_dir), model=family, checkpoint=checkpoint,
+                               extra_tokens=("[unused1]",))
     assert os.path.exists(os.path.join(model_dir, "bert_model.ckpt.index")) == (
         checkpoint == "google")
     record = run(task, data_dir, model_dir, tmp_path, "--model", family, "--max-steps", 2,

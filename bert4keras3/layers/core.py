@@ -45,7 +45,10 @@ class Embedding(keras.layers.Embedding):
             return super().call(inputs)
         if mode == "dense":
             kernel = ops.cast(self.embeddings, inputs.dtype)
-            return ops.matmul(inputs, ops.transpose(kernel))
+            # contract the last axes directly: with an explicit transpose XLA:CPU (JAX)
+            # copies the [vocab, dim] matrix and runs the product as a strided loop
+            # fusion (2.8 ms vs 1.2 ms per mT5-small decoding step)
+            return ops.einsum("...d,vd->...v", inputs, kernel)
         raise ValueError(f"Embedding mode must be 'embedding' or 'dense', found {mode!r}")
 
     def compute_mask(self, inputs, mask=None):
@@ -354,8 +357,9 @@ class MultiHeadAttention(keras.layers.Layer):
     (default ``arange``).
 
     Key/value cache (static shapes, for decoding): ``cache = (k, v)`` with
-    ``k`` ``[batch, length, heads, key_size]`` and ``v`` ``[batch, length, heads,
-    head_size]`` (see :meth:`init_cache`). With ``cache_index`` (an int scalar)
+    ``k`` ``[batch, heads, length, key_size]`` and ``v`` ``[batch, heads, length,
+    head_size]`` (see :meth:`init_cache`, :meth:`kv_cache`; heads first, so no step
+    transposes the cache). With ``cache_index`` (an int scalar)
     the keys/values of the new tokens are written into the cache at that slot and
     the queries attend over all ``length`` slots (``attention_mask`` must cover
     them); without it the cache is read-only (e.g. cross-attention over
@@ -425,9 +429,19 @@ class MultiHeadAttention(keras.layers.Layer):
         v = ops.reshape(v, ops.shape(v)[:-1] + (self.heads, self.head_size))
         return k, v
 
-    def attend(self, q, k, v, attention_mask=None, attention_bias=None, training=None):
-        """Attention of projected ``q`` over projected ``k``/``v``; returns the output projection."""
-        scores = B.multihead_scores(q, k)
+    def kv_cache(self, key, value):
+        """A read-only cache ``(k, v)`` (heads first) of projected ``key`` / ``value``."""
+        k, v = self.project_kv(key, value)
+        return ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
+
+    def attend(self, q, k, v, attention_mask=None, attention_bias=None, training=None,
+               heads_first=False):
+        """Attention of projected ``q`` over projected ``k``/``v``; returns the output projection.
+
+        ``q`` is ``[batch, q, heads, size]``; ``k``/``v`` are ``[batch, k, heads, size]``, or
+        ``[batch, heads, k, size]`` with ``heads_first`` (caches).
+        """
+        scores = B.multihead_scores(q, k, key_heads_first=heads_first)
         if self.attention_scale:
             scores = scores / ops.cast(self.key_size ** 0.5, scores.dtype)
         if attention_bias is not None:
@@ -438,15 +452,15 @@ class MultiHeadAttention(keras.layers.Layer):
             scores, attention_mask, self.normalization, min_length=self.min_length
         )
         weights = self.dropout(weights, training=training)
-        out = B.multihead_values(weights, v)
+        out = B.multihead_values(weights, v, value_heads_first=heads_first)
         out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
         return self.o_dense(out)
 
     def init_cache(self, batch, length, dtype=None):
         """A zero key/value cache ``(k, v)`` with ``length`` slots."""
         dtype = dtype or self.compute_dtype
-        return (ops.zeros((batch, length, self.heads, self.key_size), dtype),
-                ops.zeros((batch, length, self.heads, self.head_size), dtype))
+        return (ops.zeros((batch, self.heads, length, self.key_size), dtype),
+                ops.zeros((batch, self.heads, length, self.head_size), dtype))
 
     def call(self, query, key=None, value=None, attention_mask=None,
              attention_bias=None, positions=None, key_positions=None, cache=None,
@@ -457,7 +471,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None and cache_index is None:  # read-only cache
             k, v = cache
             out = self.attend(self.rotate(q, positions), k, v, attention_mask,
-                              attention_bias, training)
+                              attention_bias, training, heads_first=True)
             return out, cache
         self_attention = key is None
         key = query if key is None else key
@@ -469,8 +483,10 @@ class MultiHeadAttention(keras.layers.Layer):
             q, k = self.rotate(q, positions), self.rotate(k, key_positions)
         if cache is None:
             return self.attend(q, k, v, attention_mask, attention_bias, training)
-        k, v = B.write_cache(cache, (k, v), cache_index)
-        return self.attend(q, k, v, attention_mask, attention_bias, training), (k, v)
+        new = (ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3)))
+        k, v = B.write_cache(cache, new, cache_index, axis=2)
+        out = self.attend(q, k, v, attention_mask, attention_bias, training, heads_first=True)
+        return out, (k, v)
 
     def compute_output_shape(self, query_shape, *args, **kwargs):
         return tuple(query_shape[:-1]) + (self.out_dim,)

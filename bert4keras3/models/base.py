@@ -254,8 +254,8 @@ class DecodingContext:
     * ``"attention"`` (``MultiHeadAttention``, ``GatedAttentionUnit``): self-attention gets
       its key/value cache (created with ``length`` slots on first use), the positions of
       the new tokens and the write slot ``index``; cross-attention (a ``key`` argument)
-      gets a read-only cache of the projected encoder states, computed on first use and
-      kept in ``static``;
+      gets a read-only cache of the projected encoder states (``layer.kv_cache``), computed
+      on first use and kept in ``static``;
     * ``"mask"`` (attention-mask layers): replaced by ``mask``, the visibility of the
       cache slots for the new tokens (``[batch, 1, q, length]``);
     * ``"positions"`` (position embeddings) and ``"relative_bias"`` (T5's bias): computed
@@ -296,7 +296,7 @@ class DecodingContext:
             value = arguments.pop("value", key)
             cache = self.static.get(name)
             if cache is None:
-                cache = layer.project_kv(key, value)
+                cache = layer.kv_cache(key, value)
             out, self.static[name] = layer(inputs, cache=cache, **arguments)
             return out
         cache = self.caches.get(name)
