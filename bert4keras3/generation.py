@@ -529,7 +529,7 @@ class BeamSampler(Sampler):
     """
 
     def init(self, rows):
-        cfg, k, length = self.cfg, self.cfg.beams, self.cfg.length
+        k, length = self.cfg.beams, self.cfg.length
         batch = rows // k
         first = ops.cast(ops.arange(k) == 0, "float32")
         return {

@@ -4,9 +4,7 @@ Each test runs the same toy model twice: as a :class:`HostDecoder` (NumPy, host 
 and as a traceable :class:`CachedDecoder` (``keras.ops``, the compiled device loop), so
 both drivers are checked against the same independent references.
 """
-import gc
 import itertools
-import weakref
 
 import keras
 import numpy as np

@@ -152,6 +152,21 @@ def require(record, where, *fields, kind=None):
 
 
 # --------------------------------------------------------------------------- batching
+def json_records(path):
+    """Yield ``(where, record)`` for every non-blank line of a JSON-lines file; a line that
+    is not JSON raises :class:`DataError` naming ``file:line``."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = Where(path, number)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise where.error(f"invalid JSON ({e.msg})") from None
+            yield where, record
+
+
 def bucket(length, cap):
     """Pad ``length`` up to a bucket (not beyond ``cap`` unless ``length`` is longer)."""
     for b in LENGTH_BUCKETS:
@@ -448,17 +463,8 @@ class ClassificationTask(Task):
     def read_labels(self, data_dir):
         if self.label_file and os.path.exists(os.path.join(data_dir, self.label_file)):
             path = os.path.join(data_dir, self.label_file)
-            labels = []
-            with open(path, encoding="utf-8") as f:
-                for number, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    where = Where(path, number)
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise where.error(f"invalid JSON ({e.msg})") from None
-                    labels.append(str(require(record, where, "label")))
+            labels = [str(require(record, where, "label"))
+                      for where, record in json_records(path)]
             if not labels:
                 raise DataError(f"{path}: no labels found")
             self.labels = tuple(labels)
@@ -468,30 +474,22 @@ class ClassificationTask(Task):
         path = self.path(data_dir, split)
         index = {label: i for i, label in enumerate(self.labels)}
         examples = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if limit is not None and len(examples) >= limit:
-                    break
-                if not line.strip():
+        for where, record in json_records(path):
+            if limit is not None and len(examples) >= limit:
+                break
+            text_a, text_b = self.text(record, where)
+            example = {"text_a": text_a, "text_b": text_b}
+            if split == "test":
+                example["id"] = require(record, where, "id")
+            else:
+                label = str(require(record, where, "label"))
+                if label in self.skip_labels:
                     continue
-                where = Where(path, number)
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise where.error(f"invalid JSON ({e.msg})") from None
-                text_a, text_b = self.text(record, where)
-                example = {"text_a": text_a, "text_b": text_b}
-                if split == "test":
-                    example["id"] = require(record, where, "id")
-                else:
-                    label = str(require(record, where, "label"))
-                    if label in self.skip_labels:
-                        continue
-                    if label not in index:
-                        raise where.error(
-                            f"unknown label {label!r}; expected one of {list(self.labels)}")
-                    example["label"] = index[label]
-                examples.append(example)
+                if label not in index:
+                    raise where.error(
+                        f"unknown label {label!r}; expected one of {list(self.labels)}")
+                example["label"] = index[label]
+            examples.append(example)
         return examples
 
     def encode(self, example, training):
@@ -534,24 +532,16 @@ class NERTask(Task):
     def load(self, data_dir, split, limit=None):
         path = self.path(data_dir, split)
         examples = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if limit is not None and len(examples) >= limit:
-                    break
-                if not line.strip():
-                    continue
-                where = Where(path, number)
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise where.error(f"invalid JSON ({e.msg})") from None
-                text = require(record, where, "text", kind=str)
-                example = {"text": text}
-                if split == "test":
-                    example["id"] = require(record, where, "id")
-                else:
-                    example["spans"] = self.read_spans(record, text, where)
-                examples.append(example)
+        for where, record in json_records(path):
+            if limit is not None and len(examples) >= limit:
+                break
+            text = require(record, where, "text", kind=str)
+            example = {"text": text}
+            if split == "test":
+                example["id"] = require(record, where, "id")
+            else:
+                example["spans"] = self.read_spans(record, text, where)
+            examples.append(example)
         return examples
 
     def read_spans(self, record, text, where):

@@ -3,12 +3,12 @@
 Facts (files, fields, label sets, input construction, hyper-parameters) follow the
 CLUE 1.1 distribution and bojone's CLUE-bert4keras baselines; see README.md.
 """
-import json
 import re
 
 import numpy as np
 
 from clue_lib import (
+    json_records,
     ClassificationTask,
     MultipleChoiceTask,
     NERTask,
@@ -234,44 +234,36 @@ class CHID(MultipleChoiceTask):
             answer_path = find_file(data_dir, (self.answer_files[split],), self.name)
             answers = read_json(answer_path, dict)
         examples, lines = [], 0
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if limit is not None and lines >= limit:
-                    break
-                if not line.strip():
-                    continue
-                where = Where(path, number)
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise where.error(f"invalid JSON ({e.msg})") from None
-                candidates, content = require(record, where, "candidates", "content", kind=list)
-                if not candidates or not all(isinstance(c, str) for c in candidates):
-                    raise where.error("'candidates' must be a non-empty list of strings")
-                if self.choices is None:
-                    self.choices = len(candidates)
-                elif len(candidates) != self.choices:
-                    raise where.error(f"expected {self.choices} candidates (as in the first "
-                                      f"line read), found {len(candidates)}")
-                for passage in content:
-                    if not isinstance(passage, str):
-                        raise where.error("'content' must be a list of strings")
-                    pieces = IDIOM_TAG.split(passage)
-                    for k, tag in enumerate(IDIOM_TAG.findall(passage)):
-                        example = {"group": lines, "tag": tag, "pieces": pieces, "blank": k,
-                                   "candidates": candidates}
-                        if answers is not None:
-                            if tag not in answers:
-                                raise where.error(f"blank {tag} has no answer in {answer_path}")
-                            label = answers[tag]
-                            if (isinstance(label, bool) or not isinstance(label, int)
-                                    or not 0 <= label < len(candidates)):
-                                raise Where(answer_path, keys=[tag]).error(
-                                    f"unknown label {label!r} for {tag}; expected a candidate "
-                                    f"index 0..{len(candidates) - 1}")
-                            example["label"] = label
-                        examples.append(example)
-                lines += 1
+        for where, record in json_records(path):
+            if limit is not None and lines >= limit:
+                break
+            candidates, content = require(record, where, "candidates", "content", kind=list)
+            if not candidates or not all(isinstance(c, str) for c in candidates):
+                raise where.error("'candidates' must be a non-empty list of strings")
+            if self.choices is None:
+                self.choices = len(candidates)
+            elif len(candidates) != self.choices:
+                raise where.error(f"expected {self.choices} candidates (as in the first "
+                                  f"line read), found {len(candidates)}")
+            for passage in content:
+                if not isinstance(passage, str):
+                    raise where.error("'content' must be a list of strings")
+                pieces = IDIOM_TAG.split(passage)
+                for k, tag in enumerate(IDIOM_TAG.findall(passage)):
+                    example = {"group": lines, "tag": tag, "pieces": pieces, "blank": k,
+                               "candidates": candidates}
+                    if answers is not None:
+                        if tag not in answers:
+                            raise where.error(f"blank {tag} has no answer in {answer_path}")
+                        label = answers[tag]
+                        if (isinstance(label, bool) or not isinstance(label, int)
+                                or not 0 <= label < len(candidates)):
+                            raise Where(answer_path, keys=[tag]).error(
+                                f"unknown label {label!r} for {tag}; expected a candidate "
+                                f"index 0..{len(candidates) - 1}")
+                        example["label"] = label
+                    examples.append(example)
+            lines += 1
         return examples
 
     def setup(self, tokenizer, encoder, args):
