@@ -436,6 +436,11 @@ class AdaFactor(keras.optimizers.Optimizer):
         return (tuple(int(s) for s in shape1), int(indices[-1]),
                 tuple(int(s) for s in shape2), int(indices[-2]))
 
+    def _do_parameter_scale(self, variable):
+        """bert4keras' hook (a Keras variable, decided once at build)."""
+        return self.multiply_by_parameter_scale and not _matches(
+            _path(variable), self.exclude_from_parameter_scale)
+
     def build(self, var_list):
         if self.built:
             return
@@ -445,8 +450,7 @@ class AdaFactor(keras.optimizers.Optimizer):
         for var in var_list:
             factored = self.factored_shape(tuple(var.shape))
             factors.append(None if factored is None else (factored[1], factored[3]))
-            scales.append(self.multiply_by_parameter_scale
-                          and not _matches(_path(var), self.exclude_from_parameter_scale))
+            scales.append(self._do_parameter_scale(var))
             self._m.append(self.add_variable_from_reference(var, "momentum")
                            if self.beta1 > 0 else None)
             if factored is None:
@@ -602,10 +606,10 @@ def extend_with_weight_decay(BaseOptimizer):
             if self.built:
                 return
             super().build(var_list)
-            _set_plain(self, "_b4k_decay", tuple(
-                not _matches(_path(v), self.exclude_from_weight_decay) for v in var_list))
+            _set_plain(self, "_b4k_decay", tuple(self._do_weight_decay(v) for v in var_list))
 
         def _do_weight_decay(self, variable):
+            """bert4keras' hook (a Keras variable, decided once at build)."""
             return not _matches(_path(variable), self.exclude_from_weight_decay)
 
         def update_step(self, gradient, variable, learning_rate):
@@ -651,8 +655,11 @@ def extend_with_layer_adaptation(BaseOptimizer):
             if self.built:
                 return
             super().build(var_list)
-            _set_plain(self, "_b4k_adapt", tuple(
-                not _matches(_path(v), self.exclude_from_layer_adaptation) for v in var_list))
+            _set_plain(self, "_b4k_adapt", tuple(self._do_layer_adaptation(v) for v in var_list))
+
+        def _do_layer_adaptation(self, variable):
+            """bert4keras' hook (a Keras variable, decided once at build)."""
+            return not _matches(_path(variable), self.exclude_from_layer_adaptation)
 
         def update_step(self, gradient, variable, learning_rate):
             if not self._b4k_adapt[self._get_variable_index(variable)]:
@@ -849,8 +856,11 @@ def extend_with_lazy_optimization(BaseOptimizer):
             if self.built:
                 return
             super().build(var_list)
-            _set_plain(self, "_b4k_lazy", tuple(
-                _matches(_path(v), self.include_in_lazy_optimization) for v in var_list))
+            _set_plain(self, "_b4k_lazy", tuple(self._do_lazy_optimization(v) for v in var_list))
+
+        def _do_lazy_optimization(self, variable):
+            """bert4keras' hook (a Keras variable, decided once at build)."""
+            return _matches(_path(variable), self.include_in_lazy_optimization)
 
         def update_step(self, gradient, variable, learning_rate):
             if not self._b4k_lazy[self._get_variable_index(variable)]:
