@@ -8,6 +8,9 @@ Formats, detected from the path:
   ``pytorch_model.bin`` (loaded with ``weights_only=True``);
 * Keras ``*.weights.h5`` saved from this package.
 
+Writer: :func:`save_google_checkpoint` (``Transformer.save_weights_as_checkpoint``) writes
+a TensorFlow checkpoint under Google's variable names.
+
 The name mapping itself lives beside each model (``GOOGLE_NAMES`` / ``HF_NAMES``).
 """
 import json
@@ -17,10 +20,13 @@ import warnings
 
 import numpy as np
 
+import keras
+
 __all__ = [
     "detect_format",
     "open_checkpoint",
     "load_into",
+    "save_google_checkpoint",
     "CheckpointError",
     "OPTIMIZER_PATTERNS",
 ]
@@ -148,6 +154,37 @@ class HFReader:
         return tensor.detach().cpu().numpy()
 
 
+class DictReader:
+    """Variables given as a dict ``{Google name: array}`` (bert4keras accepts such a dict)."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.shapes = {k: tuple(np.shape(v)) for k, v in arrays.items()}
+
+    def get(self, name):
+        return np.asarray(self.arrays[name])
+
+
+def user_mapping(transformer, mapping):
+    """A user ``mapping`` ``{unprefixed keras weight path: name or (name, "T")}`` checked
+    against the model; returns ``{weight path: (name, transform)}``."""
+    unprefixed = getattr(transformer, "unprefixed", lambda path: path)
+    paths = {unprefixed(w.path): w.path for w in transformer.model.weights}
+    names = {}
+    for key, value in mapping.items():
+        if isinstance(value, list):
+            raise ValueError(
+                f"mapping[{key!r}] is a list ({value!r}): bert4keras3 maps each Keras weight "
+                "path (e.g. 'Transformer-0-FeedForward/i0_dense/kernel') to one name or "
+                "(name, 'T'), not a layer to a list of names"
+            )
+        if key not in paths:
+            raise ValueError(f"mapping names {key!r}, which is not a weight path of the model; "
+                             f"weight paths are e.g. {sorted(paths)[:3]}")
+        names[paths[key]] = value if isinstance(value, tuple) else (value, None)
+    return names
+
+
 def open_checkpoint(path):
     """Open a Google or Hugging Face checkpoint; returns ``(format, reader)``.
 
@@ -233,47 +270,90 @@ def check_keras_weights_file(model, path):
                       f"{sorted(unused)}", stacklevel=4)
 
 
-def load_into(transformer, checkpoint_path):
+def _vocab_rows(transformer, name, array):
+    """Cut a vocabulary matrix by ``keep_tokens`` and extend it by ``compound_tokens``.
+
+    Returns ``(array, problem)``: ``problem`` is a message when the checkpoint does not
+    have the vocabulary the config declares.
+    """
+    keep = transformer.keep_tokens
+    compound = getattr(transformer, "compound_tokens", None)
+    if keep is None and not compound:
+        return array, None
+    if array.shape[0] != transformer.full_vocab_size:
+        return array, (f"variable {name!r} has {array.shape[0]} vocabulary rows, expected "
+                       f"{transformer.full_vocab_size} (vocab_size) before keep_tokens / "
+                       "compound_tokens")
+    if keep is not None:
+        array = array[keep]
+    if compound:
+        # bert4keras: each compound token starts as the (weighted) mean of its rows
+        extra = [np.average(array[ids].astype("float64"), axis=0, weights=weights)
+                 for ids, weights in compound]
+        array = np.concatenate([array, np.stack(extra).astype(array.dtype)], axis=0)
+    return array, None
+
+
+def load_into(transformer, checkpoint_path, mapping=None):
     """Set every weight of ``transformer.model`` from ``checkpoint_path``.
 
     Raises :class:`CheckpointError` naming every missing or misshapen variable
     (with both shapes); warns about checkpoint variables left unused
-    (optimizer slots and known derived buffers excepted).
+    (optimizer slots and known derived buffers excepted). With the model's
+    ``ignore_invalid_weights`` option, missing variables are listed in a warning and
+    their weights keep their initial values (shape mismatches still raise).
+    Weights matching the model's ``NOT_IN_CHECKPOINTS`` (e.g. the condition projections
+    of conditional layer normalisation) keep their initial values.
+
+    ``checkpoint_path`` may also be a dict ``{Google name: array}``; ``mapping``
+    (``{unprefixed keras weight path: name or (name, "T")}``) replaces the model's table.
     """
-    fmt = detect_format(checkpoint_path)
     model = transformer.model
-    if fmt == "keras":
-        check_keras_weights_file(model, checkpoint_path)
-        model.load_weights(checkpoint_path)
-        return
-    fmt, reader = open_checkpoint(checkpoint_path)
-    prefix = _choose_prefix(transformer, fmt, reader)
-    mapping = transformer.weight_names(fmt, prefix)
-    keep = transformer.keep_tokens
+    if isinstance(checkpoint_path, dict):
+        fmt, reader = "google", DictReader(checkpoint_path)
+        checkpoint_path = "<dict of arrays>"
+    else:
+        fmt = detect_format(checkpoint_path)
+        if fmt == "keras":
+            if mapping is not None:
+                raise ValueError("mapping applies to Google / Hugging Face checkpoints, not to "
+                                 "a .weights.h5 file")
+            check_keras_weights_file(model, checkpoint_path)
+            model.load_weights(checkpoint_path)
+            return
+        fmt, reader = open_checkpoint(checkpoint_path)
+    if mapping is None:
+        mapping = transformer.weight_names(fmt, _choose_prefix(transformer, fmt, reader))
+    else:
+        mapping = user_mapping(transformer, mapping)
     vocab_weights = set(getattr(transformer, "VOCAB_WEIGHTS", ()))
-    problems, values, used = [], [], set()
+    unprefixed = getattr(transformer, "unprefixed", lambda path: path)
+    not_in_checkpoints = tuple(getattr(transformer, "NOT_IN_CHECKPOINTS", ()))
+    lenient = bool(getattr(transformer, "ignore_invalid_weights", False))
+    problems, skipped, values, used = [], [], [], set()
     for w in model.weights:
         if w.path not in mapping:
-            problems.append(f"model weight {w.path!r} {tuple(w.shape)} has no checkpoint name "
-                            f"in {type(transformer).__name__}'s {fmt} table")
+            if _is_ignored(w.path, not_in_checkpoints):
+                continue
+            message = (f"model weight {w.path!r} {tuple(w.shape)} has no checkpoint name "
+                       f"in {type(transformer).__name__}'s {fmt} table")
+            (skipped if lenient else problems).append(message)
             continue
         name, transform = mapping[w.path]
         if name not in reader.shapes:
-            problems.append(f"missing variable {name!r} for model weight {w.path!r} "
-                            f"(expected shape {tuple(w.shape)})")
+            message = (f"missing variable {name!r} for model weight {w.path!r} "
+                       f"(expected shape {tuple(w.shape)})")
+            (skipped if lenient else problems).append(message)
             continue
         used.add(name)
         array = reader.get(name)
         if transform == "T":
             array = array.T
-        if keep is not None and w.path in vocab_weights:
-            if array.shape[0] != transformer.full_vocab_size:
-                problems.append(
-                    f"variable {name!r} has {array.shape[0]} vocabulary rows, expected "
-                    f"{transformer.full_vocab_size} (vocab_size) before keep_tokens"
-                )
+        if unprefixed(w.path) in vocab_weights:
+            array, problem = _vocab_rows(transformer, name, array)
+            if problem:
+                problems.append(problem)
                 continue
-            array = array[keep]
         if tuple(array.shape) != tuple(w.shape):
             problems.append(f"shape mismatch for {name!r} -> {w.path!r}: checkpoint "
                             f"{tuple(array.shape)}, model {tuple(w.shape)}")
@@ -286,6 +366,12 @@ def load_into(transformer, checkpoint_path):
         )
     for w, array in values:
         w.assign(array.astype(w.dtype))
+    if skipped:
+        warnings.warn(
+            f"ignore_invalid_weights: {len(skipped)} weight(s) not in {checkpoint_path!r} "
+            "keep their initial values:\n  " + "\n  ".join(skipped),
+            stacklevel=3,
+        )
     ignored = OPTIMIZER_PATTERNS + tuple(getattr(transformer, "IGNORED", ()))
     unused = sorted(n for n in reader.shapes if n not in used and not _is_ignored(n, ignored))
     if unused:
@@ -294,3 +380,59 @@ def load_into(transformer, checkpoint_path):
             f"model: {unused}",
             stacklevel=3,
         )
+
+
+def save_google_checkpoint(transformer, filename, mapping=None, dtype=None):
+    """Write ``transformer``'s weights as a TensorFlow checkpoint with Google's names.
+
+    The variables are written by ``tf.compat.v1.train.Saver`` under the names of the
+    model's Google table (``transformer.weight_names("google", ...)``) or of ``mapping``
+    (``{unprefixed keras weight path: name or (name, "T")}``), transposed where the table
+    says so, so ``tf.train.load_checkpoint(filename)`` and the loaders of this package
+    (and of bert4keras) read them back. ``dtype`` (e.g. ``"float16"``) converts every
+    variable; default: the weights' own dtype. Weights without a name are listed in a
+    warning and not written. Returns the list of written variable names.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "writing a TensorFlow checkpoint needs the 'tensorflow' (or 'tensorflow-cpu') "
+            "package; or save Keras weights with model.save_weights('*.weights.h5')"
+        ) from e
+    model = transformer.model
+    if mapping is None:
+        names = transformer.weight_names("google", transformer.google_save_prefix())
+    else:
+        names = user_mapping(transformer, mapping)
+    np_dtype = None if dtype is None else tf.as_dtype(dtype).as_numpy_dtype
+    arrays, missing = {}, []
+    for w in model.weights:  # read eagerly, outside the graph below
+        if w.path not in names:
+            missing.append(w.path)
+            continue
+        name, transform = names[w.path]
+        if name in arrays:
+            raise ValueError(f"two weights map to the checkpoint name {name!r}")
+        array = np.asarray(keras.ops.convert_to_numpy(w))
+        if transform == "T":
+            array = array.T
+        arrays[name] = np.ascontiguousarray(array.astype(np_dtype or array.dtype))
+    if missing:
+        warnings.warn(f"{len(missing)} weight(s) have no Google name and are not written: "
+                      f"{missing}", stacklevel=3)
+    folder = os.path.dirname(os.path.abspath(os.fspath(filename)))
+    os.makedirs(folder, exist_ok=True)
+    graph = tf.Graph()
+    with graph.as_default():
+        variables, feeds, assigns = {}, {}, []
+        for name, array in arrays.items():
+            variable = tf.compat.v1.Variable(tf.zeros(array.shape, array.dtype), name=name)
+            placeholder = tf.compat.v1.placeholder(array.dtype, array.shape)
+            assigns.append(variable.assign(placeholder))
+            variables[name], feeds[placeholder] = variable, array
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(assigns, feed_dict=feeds)
+            saver.save(session, os.fspath(filename), write_meta_graph=False)
+    return sorted(arrays)

@@ -242,7 +242,8 @@ def test_errors():
         lm_cached_decoder(encoder)
     no_head = build_transformer_model(
         dict(vocab_size=V, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-             intermediate_size=16), model="roformer", application="lm", return_keras_model=False)
+             intermediate_size=16), model="roformer", application="lm", with_mlm=False,
+        return_keras_model=False)
     with pytest.raises(ValueError, match="with_mlm=True.*found with_mlm=False"):
         lm_cached_decoder(no_head)
     obj = build("roformer", "unilm")

@@ -358,7 +358,8 @@ def test_gau_alpha_softmax_plus_min_length(gau_ckpt):
 @pytest.mark.parametrize("mode", ["lm", "unilm"])
 def test_gau_alpha_lm_unilm_match_numpy(gau_ckpt, mode):
     config, ckpt, arrays = gau_ckpt
-    model = build_transformer_model(config, ckpt, model="gau_alpha", application=mode)
+    model = build_transformer_model(config, ckpt, model="gau_alpha", application=mode,
+                                    with_mlm=False)
     vis = visibility(TOKENS, SEGMENTS, mode)
     hidden, _ = np_gau_alpha(arrays, TOKENS, SEGMENTS, 2, vis, "softmax_plus")
     assert_close(model([TOKENS, SEGMENTS]), hidden, TOKENS)
@@ -366,8 +367,10 @@ def test_gau_alpha_lm_unilm_match_numpy(gau_ckpt, mode):
 
 def test_gau_alpha_lm_and_unilm_invariance(gau_ckpt):
     config, ckpt, _ = gau_ckpt
-    lm = build_transformer_model(config, ckpt, model="gau_alpha", application="lm")
-    unilm = build_transformer_model(config, ckpt, model="gau_alpha", application="unilm")
+    lm = build_transformer_model(config, ckpt, model="gau_alpha", application="lm",
+                                 with_mlm=False)
+    unilm = build_transformer_model(config, ckpt, model="gau_alpha", application="unilm",
+                                    with_mlm=False)
     tokens = np.array([[4, 7, 9, 3, 5, 6, 8, 2]])
     changed = tokens.copy()
     changed[0, 5:] = [11, 12, 13]
@@ -473,7 +476,7 @@ def np_roformer(w, tokens, segments, layers, heads, visible, method):
 def test_roformer_softmax_plus_matches_numpy(mode):
     cfg = dict(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                intermediate_size=24, hidden_act="gelu")
-    model = build_transformer_model(cfg, model="roformer", application=mode,
+    model = build_transformer_model(cfg, model="roformer", application=mode, with_mlm=False,
                                     attention_normalization="softmax_plus")
     rng = np.random.RandomState(6)
     w = {}

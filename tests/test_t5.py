@@ -273,7 +273,7 @@ def test_mesh_tf_checkpoint_missing_weight(hf_dirs, tmp_path):
     with pytest.raises(CheckpointError) as info:
         build(os.path.join(folder, "config.json"), prefix, "mt5.1.1")
     message = str(info.value)
-    assert missing in message and "Decoder-1-MultiHeadCrossAttention/k_dense/kernel" in message
+    assert missing in message and "Decoder-Transformer-1-MultiHeadCrossAttention/k_dense/kernel" in message
 
 
 def test_keep_tokens(hf_dirs, tmp_path):

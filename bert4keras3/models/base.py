@@ -2,16 +2,23 @@
 
 A model is a :class:`Transformer` subclass that overrides ``apply_embeddings``,
 ``apply_main_layers``, ``apply_final_layers`` and its weight-name tables.
-Layer names are stable and are the keys of every checkpoint mapping:
+Layer names are stable, follow bert4keras and are the keys of every checkpoint mapping
+(with ``prefix=`` every name starts with the prefix):
 
-* ``Input-Token``, ``Input-Segment``
-* ``Embedding-Token``, ``Embedding-Segment``, ``Embedding-Position``,
-  ``Embedding-Norm``, ``Embedding-Mapping``
+* ``Input-Token``, ``Input-Segment``, ``Input-Position`` (``custom_position_ids``)
+* ``Embedding-Token``, ``Embedding-Segment``, ``Embedding-Token-Segment``,
+  ``Embedding-Position``, ``Embedding-Norm``, ``Embedding-Dropout``, ``Embedding-Mapping``
+* ``Attention-Mask`` (encoder), ``Attention-LM-Mask`` (lm), ``Attention-UniLM-Mask`` (unilm)
 * ``Transformer-{i}-MultiHeadSelfAttention`` (+ ``-Dropout``, ``-Add``, ``-Norm``)
 * ``Transformer-{i}-FeedForward`` (+ ``-Dropout``, ``-Add``, ``-Norm``)
-* ``Pooler``, ``Pooler-Dense``, ``MLM-Dense``, ``MLM-Norm``, ``MLM-Bias``,
-  ``MLM-Activation``
+* ``Pooler``, ``Pooler-Dense``, ``NSP-Proba``, ``MLM-Dense``, ``MLM-Norm``, ``MLM-Bias``,
+  ``MLM-Activation`` (RoFormerV2 / GAU-alpha: ``Output-Mapping``, ``Output-MLM-Dropout``,
+  ``Output-MLM-Activation``)
+
+T5 names are listed in :mod:`bert4keras3.models.t5`.
 """
+import difflib
+import inspect
 import json
 import os
 import warnings
@@ -27,16 +34,82 @@ from bert4keras3.generation import CachedDecoder, bucket_length
 from bert4keras3.layers import AttentionMask
 
 __all__ = ["Transformer", "build_transformer_model", "load_config", "register_model", "MODELS",
-           "DecodingContext", "LMCachedDecoder"]
+           "DecodingContext", "LMCachedDecoder", "BERT4KERAS_OPTIONS",
+           "extend_with_language_model", "extend_with_unified_language_model"]
+
+
+#: bert4keras build options (of any family). A family without one of them accepts it
+#: switched off (``None`` / ``False`` / ``0`` / empty) and raises for any other value.
+BERT4KERAS_OPTIONS = frozenset({
+    "with_pool", "with_nsp", "with_mlm", "with_lm", "custom_position_ids",
+    "hierarchical_position", "segment_vocab_size", "max_position", "shared_segment_embeddings",
+    "keep_tokens", "compound_tokens", "residual_attention_scores", "ignore_invalid_weights",
+    "autoresize_weights", "layers", "prefix", "name", "layer_norm_cond",
+    "layer_norm_cond_hidden_size", "layer_norm_cond_hidden_act", "additional_input_layers",
+    "attention_caches", "cross_position_bias", "sequence_length",
+})
+
+
+def is_set(value):
+    """Whether a build option is switched on (not ``None`` / ``False`` / ``0`` / empty)."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return False
+    if isinstance(value, (list, tuple, dict, str)) and len(value) == 0:
+        return False
+    return True
+
+
+def _normalize_compound_tokens(compound_tokens, vocab_size):
+    """``[ids]`` or ``(ids, weights)`` items -> list of ``(ids, weights)`` (validated)."""
+    items = []
+    for k, item in enumerate(compound_tokens):
+        if isinstance(item, tuple) and len(item) == 2 and np.ndim(item[0]) == 1:
+            ids, weights = list(item[0]), list(item[1])
+        else:
+            ids = list(np.atleast_1d(item))
+            weights = [1.0] * len(ids)
+        ids = [int(i) for i in ids]
+        if not ids or len(ids) != len(weights):
+            raise ValueError(
+                f"compound_tokens[{k}] must be a non-empty list of ids or (ids, weights) of "
+                f"equal lengths; found {item!r}"
+            )
+        bad = [i for i in ids if not 0 <= i < vocab_size]
+        if bad:
+            raise ValueError(
+                f"compound_tokens[{k}] holds ids {bad} outside [0, {vocab_size}) (ids are in "
+                "the vocabulary after keep_tokens)"
+            )
+        items.append((ids, [float(w) for w in weights]))
+    return items
 
 
 class Transformer:
-    """Base class: builds a functional Keras model from config entries.
+    """Base class: builds a functional Keras model from config entries (bert4keras shape).
 
-    Subclasses override ``get_inputs``, ``apply_embeddings``,
-    ``apply_main_layers``, ``apply_final_layers`` and the name tables
-    ``GOOGLE_NAMES`` / ``HF_NAMES`` (Keras weight path template -> checkpoint
-    name template; ``{i}`` is the layer index, ``{p}`` the detected prefix).
+    Subclasses override ``get_inputs``, ``apply_embeddings``, ``apply_main_layers``,
+    ``apply_final_layers`` and the name tables ``GOOGLE_NAMES`` / ``HF_NAMES`` (Keras
+    weight path template -> checkpoint name template; ``{i}`` is the layer index, ``{p}``
+    the detected prefix).
+
+    Build options shared by every family (as in bert4keras):
+
+    * ``keep_tokens``: keep only these vocabulary rows (in this order);
+    * ``compound_tokens``: extra vocabulary rows after those, each initialised from the
+      checkpoint as the mean of the listed rows (an item is ``[ids]`` or
+      ``(ids, weights)`` for a weighted mean);
+    * ``prefix``: prepended to every layer name (two models in one graph);
+    * ``ignore_invalid_weights``: checkpoint variables that are missing are skipped with
+      a warning (their weights keep the initialisation) instead of raising;
+    * ``layers``: a dict of layers to reuse by (prefixed) name;
+    * ``layer_norm_cond`` (a tensor), ``layer_norm_cond_hidden_size``,
+      ``layer_norm_cond_hidden_act`` and ``additional_input_layers``: conditional layer
+      normalisation (families with gamma/beta norms only; see ``BERT``).
+
+    After :meth:`build`: ``.model`` (the ``keras.Model``), ``.inputs`` / ``.input``,
+    ``.outputs`` / ``.output`` (lists, or the single tensor, as in bert4keras).
     """
 
     #: checkpoint prefixes tried in order (Google TF / Hugging Face)
@@ -46,10 +119,33 @@ class Transformer:
     HF_NAMES = {}
     #: checkpoint variables that are derived buffers, never loaded or reported
     IGNORED = (r"position_ids$", r"embed_positions\.weight$")
-    #: weights with one row per vocabulary entry (cut by ``keep_tokens``)
+    #: model weights with no checkpoint counterpart (left at their initialisation):
+    #: the condition projections of conditional layer normalisation
+    NOT_IN_CHECKPOINTS = (r"/(gamma_dense|beta_dense|hidden_dense)/kernel$",)
+    #: weights with one row per vocabulary entry (cut by ``keep_tokens``, extended by
+    #: ``compound_tokens``)
     VOCAB_WEIGHTS = ("Embedding-Token/embeddings", "MLM-Bias/bias")
-    #: final activations that cached decoding skips (it wants logits)
+    #: final activations that cached decoding skips (it wants logits); unprefixed names
     OUTPUT_ACTIVATIONS = ("MLM-Activation",)
+    #: options this family does not support: name -> reason (a set value raises)
+    UNSUPPORTED_OPTIONS = {
+        "residual_attention_scores": (
+            "RealFormer's residual attention scores are not implemented (the attention "
+            "layers do not return their scores, and no released checkpoint was trained "
+            "with them); leave it False"),
+        "autoresize_weights": (
+            "checkpoints are loaded exactly: a shape mismatch is an error naming both "
+            "shapes; resize the arrays yourself and load them with set_weights"),
+        "attention_caches": (
+            "key/value caches are managed by generate() (the layers take static caches); "
+            "use generate() or snippets.AutoRegressiveDecoder"),
+        "layer_norm_cond": "this family has no conditional layer normalisation",
+        "additional_input_layers": "this family takes no additional inputs",
+    }
+    #: Hugging Face / family config keys -> bert4keras keys (added to ``CONFIG_ALIASES``)
+    CONFIG_ALIASES = {}
+    #: config-file keys that describe the file for this family (added to ``CONFIG_IGNORED``)
+    CONFIG_IGNORED = frozenset()
     #: the :class:`DecodingContext` while the graph code runs for cached decoding
     decoding = None
 
@@ -57,13 +153,24 @@ class Transformer:
                  intermediate_size, hidden_act="gelu", dropout_rate=0.0,
                  attention_dropout_rate=0.0, embedding_size=None, attention_head_size=None,
                  attention_key_size=None, sequence_length=None, keep_tokens=None,
-                 application="encoder", with_pool=False, with_mlm=False,
-                 layer_norm_eps=1e-12, initializer_range=0.02, attention_normalization="softmax",
-                 softmax_plus_min_length=None, name=None, **kwargs):
+                 compound_tokens=None, residual_attention_scores=False,
+                 ignore_invalid_weights=False, autoresize_weights=False, layers=None,
+                 prefix=None, application="encoder", with_pool=False, with_mlm=None,
+                 layer_norm_cond=None, layer_norm_cond_hidden_size=None,
+                 layer_norm_cond_hidden_act=None, additional_input_layers=None,
+                 attention_caches=None, layer_norm_eps=1e-12, initializer_range=0.02,
+                 attention_normalization="softmax", softmax_plus_min_length=None, name=None,
+                 **kwargs):
+        unknown = sorted(k for k, v in kwargs.items()
+                         if k not in BERT4KERAS_OPTIONS or is_set(v))
+        if unknown:
+            raise ValueError(self.unknown_options_message(unknown))
         if application not in ("encoder", "lm", "unilm"):
             raise ValueError(
                 f"application must be 'encoder', 'lm' or 'unilm', found {application!r}"
             )
+        #: vocabulary rows of a checkpoint (before ``keep_tokens``)
+        self.full_vocab_size = vocab_size
         if keep_tokens is not None:
             keep_tokens = [int(t) for t in keep_tokens]
             bad = [t for t in keep_tokens if not 0 <= t < vocab_size]
@@ -71,10 +178,13 @@ class Transformer:
                 raise ValueError(
                     f"keep_tokens must be ids in [0, {vocab_size}), found {bad[:5]}"
                 )
-            self.full_vocab_size = vocab_size
             vocab_size = len(keep_tokens)
-        else:
-            self.full_vocab_size = vocab_size
+        #: vocabulary rows taken from a checkpoint (after ``keep_tokens``)
+        self.base_vocab_size = vocab_size
+        self.compound_tokens = None
+        if compound_tokens is not None:
+            self.compound_tokens = _normalize_compound_tokens(compound_tokens, vocab_size)
+            vocab_size += len(self.compound_tokens)
         self.vocab_size = vocab_size
         self.keep_tokens = keep_tokens
         self.hidden_size = hidden_size
@@ -90,31 +200,89 @@ class Transformer:
         self.sequence_length = sequence_length
         self.application = application
         self.with_pool = with_pool
-        self.with_mlm = with_mlm
+        # bert4keras: the lm / unilm applications predict tokens, so the MLM head is on
+        # unless switched off explicitly
+        self.with_mlm = (application in ("lm", "unilm")) if with_mlm is None else with_mlm
+        self.residual_attention_scores = residual_attention_scores
+        self.ignore_invalid_weights = ignore_invalid_weights
+        self.autoresize_weights = autoresize_weights
+        self.layer_norm_cond = layer_norm_cond
+        self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
+        self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act
+        self.additional_input_layers = additional_input_layers
+        self.attention_caches = attention_caches
         self.layer_norm_eps = layer_norm_eps
         self.initializer = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.attention_normalization = attention_normalization
         self.softmax_plus_min_length = softmax_plus_min_length
+        self.prefix = prefix or ""
         self.name = name
-        if kwargs:
-            warnings.warn(
-                f"{type(self).__name__} ignores unknown config entries {sorted(kwargs)}",
-                stacklevel=3,
-            )
-        self.layers = {}
+        self.layers = {} if layers is None else layers
         self.attention_mask = None
-        self.inputs = None
-        self.outputs = None
+        self.pass_inputs = None
+        self.inputs = self.input = None
+        self.outputs = self.output = None
         self.model = None
+        self.built = False
+
+    # -- options ------------------------------------------------------------
+    @classmethod
+    def option_names(cls):
+        """Every build option / config entry this family accepts (constructor arguments)."""
+        names = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                    names.add(p.name)
+        return names
+
+    def unknown_options_message(self, names):
+        known = self.option_names()
+        hints = []
+        for n in names:
+            close = difflib.get_close_matches(n, sorted(known), n=1)
+            if n in BERT4KERAS_OPTIONS:
+                hints.append(f"{n!r} (a bert4keras option that {type(self).__name__} does "
+                             "not have; leave it unset)")
+            elif close:
+                hints.append(f"{n!r} (did you mean {close[0]!r}?)")
+            else:
+                hints.append(repr(n))
+        return (f"{type(self).__name__} does not support the build option(s) "
+                f"{', '.join(hints)}; see docs/porting.md for the options of each model")
+
+    def check_options(self):
+        """Raise for a set option that this family does not support (``UNSUPPORTED_OPTIONS``)."""
+        for option, reason in self.UNSUPPORTED_OPTIONS.items():
+            value = getattr(self, option, None)
+            if is_set(value):
+                shown = value if isinstance(value, (bool, int, float, str)) else type(value).__name__
+                raise ValueError(f"{type(self).__name__} does not support the build option "
+                                 f"{option}={shown!r}: {reason}")
 
     # -- building -----------------------------------------------------------
+    def prefixed(self, name):
+        """``name`` with the model's ``prefix`` (``None`` stays ``None``)."""
+        return None if name is None else self.prefix + name
+
+    def unprefixed(self, path):
+        """A weight path or layer name without the model's ``prefix``."""
+        if self.prefix and path.startswith(self.prefix):
+            return path[len(self.prefix):]
+        return path
+
     def apply(self, inputs=None, layer=None, arguments=None, **kwargs):
         """Create (or reuse, by ``name``) a layer and call it on ``inputs``.
 
-        During cached decoding (:meth:`cached_call`) the call goes through the
-        :class:`DecodingContext`, which feeds caches and positions to the layers.
+        ``name`` gets the model's ``prefix``. During cached decoding
+        (:meth:`cached_call`) the call goes through the :class:`DecodingContext`,
+        which feeds caches and positions to the layers.
         """
-        name = kwargs.get("name")
+        name = self.prefixed(kwargs.get("name"))
+        kwargs["name"] = name
         if name not in self.layers:
             self.layers[name] = layer(**kwargs)
         if inputs is None:
@@ -123,16 +291,60 @@ class Transformer:
             return self.decoding.call(self.layers[name], inputs, arguments or {})
         return self.layers[name](inputs, **(arguments or {}))
 
-    def build(self):
-        """Build the functional model; returns the ``keras.Model``."""
-        self.inputs = self.get_inputs()
-        x = self.apply_embeddings(self.inputs)
+    def build(self, layer_norm_cond=None, layer_norm_cond_hidden_size=None,
+              layer_norm_cond_hidden_act=None, additional_input_layers=None,
+              attention_caches=None):
+        """Build the functional model; returns the ``keras.Model``.
+
+        The arguments (bert4keras' ``build`` arguments) override the constructor's.
+        """
+        if self.built:
+            return self.model
+        for option, value in (("layer_norm_cond", layer_norm_cond),
+                              ("layer_norm_cond_hidden_size", layer_norm_cond_hidden_size),
+                              ("layer_norm_cond_hidden_act", layer_norm_cond_hidden_act),
+                              ("additional_input_layers", additional_input_layers),
+                              ("attention_caches", attention_caches)):
+            if value is not None:
+                setattr(self, option, value)
+        self.check_options()
+        inputs = self.get_inputs()
+        self.set_inputs(inputs, self.additional_input_layers)
+        outputs = self.call(inputs)
+        self.set_outputs(outputs)
+        model_inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+        self.model = keras.Model(model_inputs, self.output, name=self.name)
+        self.built = True
+        return self.model
+
+    def call(self, inputs):
+        """The graph code: embeddings, every block, the final layers (one pass)."""
+        x = self.apply_embeddings(inputs)
         for index in range(self.num_hidden_layers):
             x = self.apply_main_layers(x, index)
-        self.outputs = self.apply_final_layers(x)
-        inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
-        self.model = keras.Model(inputs, self.outputs, name=self.name)
-        return self.model
+        return self.apply_final_layers(x)
+
+    def set_inputs(self, inputs, additional_input_layers=None):
+        """Set ``.inputs`` (a list) and ``.input`` (the tensor, or the list when several)."""
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if additional_input_layers is not None:
+            if not isinstance(additional_input_layers, (list, tuple)):
+                additional_input_layers = [additional_input_layers]
+            inputs.extend(additional_input_layers)
+        self.inputs = inputs
+        self.input = inputs[0] if len(inputs) == 1 else inputs
+
+    def set_outputs(self, outputs):
+        """Set ``.outputs`` (a list) and ``.output`` (the tensor, or the list when several)."""
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        self.outputs = outputs
+        self.output = outputs[0] if len(outputs) == 1 else outputs
+
+    @staticmethod
+    def simplify(inputs):
+        """Drop ``None`` from a list; a single remaining element is returned alone."""
+        inputs = [i for i in inputs if i is not None]
+        return inputs[0] if len(inputs) == 1 else inputs
 
     def get_inputs(self):
         raise NotImplementedError
@@ -146,23 +358,42 @@ class Transformer:
     def apply_final_layers(self, inputs):
         raise NotImplementedError
 
-    def compute_attention_mask(self):
-        """Boolean ``[batch, 1, seq, seq]`` mask for the application (built once).
+    def begin_pass(self, token_ids, segment_ids=None, position_ids=None):
+        """Start a pass of the graph code on these inputs (called by ``apply_embeddings``).
 
-        During cached decoding it is the visibility of the cache slots instead.
+        The attention mask is built per pass from the inputs of that pass, so the
+        same layers can be called on other inputs (BERT-of-Theseus, siamese models).
+        """
+        self.pass_inputs = {"token": token_ids, "segment": segment_ids,
+                            "position": position_ids}
+        self.attention_mask = None
+
+    def compute_attention_mask(self):
+        """Boolean ``[batch, 1, seq, seq]`` mask for the application (once per pass).
+
+        Built from the token (and, for ``unilm``, segment) ids of the current pass
+        (see :meth:`begin_pass`); during cached decoding it is the visibility of the
+        cache slots instead.
         """
         if self.decoding is not None:
             return self.decoding.mask
         if self.attention_mask is None:
-            inputs = self.inputs[:2] if self.application == "unilm" else self.inputs[:1]
-            if self.application == "unilm" and len(inputs) < 2:
-                raise ValueError(
-                    "application='unilm' needs segment ids; found segment_vocab_size=0"
-                )
-            self.attention_mask = self.apply(
-                inputs if len(inputs) > 1 else inputs[0],
-                AttentionMask, mode=self.application, name="Attention-Mask",
-            )
+            current = self.pass_inputs
+            if current is None:  # graph code called without apply_embeddings
+                segments = self.inputs[1] if len(self.inputs) > 1 else None
+                current = {"token": self.inputs[0], "segment": segments}
+            if self.application == "unilm":
+                if current.get("segment") is None:
+                    raise ValueError(
+                        "application='unilm' needs segment ids; found segment_vocab_size=0"
+                    )
+                inputs = [current["token"], current["segment"]]
+            else:
+                inputs = current["token"]
+            name = {"encoder": "Attention-Mask", "lm": "Attention-LM-Mask",
+                    "unilm": "Attention-UniLM-Mask"}[self.application]
+            self.attention_mask = self.apply(inputs, AttentionMask, mode=self.application,
+                                             name=name)
         return self.attention_mask
 
     # -- generation ---------------------------------------------------------
@@ -180,6 +411,8 @@ class Transformer:
             return self.decode_graph(inputs, last)
         finally:
             self.decoding = None
+            self.pass_inputs = None
+            self.attention_mask = None
 
     def decode_graph(self, inputs, last=None):
         """The graph code cached decoding runs (override for encoder-decoders)."""
@@ -189,6 +422,10 @@ class Transformer:
         if last is not None:
             x = ops.take_along_axis(x, ops.reshape(last, (-1, 1, 1)), axis=1)
         return self.apply_final_layers(x)
+
+    def output_activation_names(self):
+        """Prefixed names of the final activations that cached decoding skips."""
+        return tuple(self.prefixed(n) for n in self.OUTPUT_ACTIVATIONS)
 
     def cached_decoder(self):
         """A :class:`bert4keras3.generation.CachedDecoder` for this model.
@@ -217,12 +454,14 @@ class Transformer:
                         min_new_tokens=min_new_tokens, allowed=allowed, seed=seed, **kwargs)
 
     # -- weights ------------------------------------------------------------
-    def weight_names(self, fmt, prefix):
-        """Map every Keras weight path of the model to a checkpoint name.
+    def google_save_prefix(self):
+        """The checkpoint prefix written by :meth:`save_weights_as_checkpoint`."""
+        return self.GOOGLE_PREFIXES[0]
 
-        ``fmt``: ``"google"`` or ``"hf"``. Returns
-        ``{keras_path: (checkpoint_name, transform)}`` with transform
-        ``None`` or ``"T"`` (transpose).
+    def expand_names(self, fmt, prefix):
+        """The name table of ``fmt`` expanded over layer indices: ``{path: (name, transform)}``.
+
+        Keys are unprefixed Keras weight paths.
         """
         table = self.GOOGLE_NAMES if fmt == "google" else self.HF_NAMES
         expanded = {}
@@ -231,15 +470,44 @@ class Transformer:
             indices = range(self.num_hidden_layers) if "{i}" in key else [None]
             for i in indices:
                 expanded[key.format(i=i)] = (name.format(i=i, p=prefix), transform)
+        return expanded
+
+    def weight_names(self, fmt, prefix):
+        """Map every Keras weight path of the model to a checkpoint name.
+
+        ``fmt``: ``"google"`` or ``"hf"``. Returns
+        ``{keras_path: (checkpoint_name, transform)}`` with transform
+        ``None`` or ``"T"`` (transpose); paths are the model's own (with the ``prefix``
+        option), names are the checkpoint's.
+        """
+        expanded = self.expand_names(fmt, prefix)
         mapping = {}
         for w in self.model.weights:
-            if w.path in expanded:
-                mapping[w.path] = expanded[w.path]
+            key = self.unprefixed(w.path)
+            if key in expanded:
+                mapping[w.path] = expanded[key]
         return mapping
 
-    def load_weights_from_checkpoint(self, checkpoint_path):
-        """Load weights from a Google TF checkpoint, Hugging Face files or ``.weights.h5``."""
-        checkpoints.load_into(self, checkpoint_path)
+    def load_weights_from_checkpoint(self, checkpoint, mapping=None):
+        """Load weights from a Google TF checkpoint, Hugging Face files or ``.weights.h5``.
+
+        ``checkpoint`` may also be a dict ``{Google name: array}``; ``mapping``
+        (``{unprefixed keras weight path: name or (name, "T")}``) replaces the model's
+        name table (see :func:`bert4keras3.checkpoints.load_into`).
+        """
+        checkpoints.load_into(self, checkpoint, mapping=mapping)
+
+    def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None):
+        """Write the weights as a TensorFlow checkpoint with Google's variable names.
+
+        ``filename``: the checkpoint prefix (``.../bert_model.ckpt``); ``mapping``
+        (optional): ``{keras_weight_path: name or (name, "T")}`` with unprefixed paths,
+        replacing the model's Google table; ``dtype``: the variables' dtype (default: the
+        weights' own). The file loads back with ``build_transformer_model(config,
+        filename)`` bit-exactly (a vocabulary cut by ``keep_tokens`` / extended by
+        ``compound_tokens`` is written as it is).
+        """
+        return checkpoints.save_google_checkpoint(self, filename, mapping=mapping, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -290,8 +558,9 @@ class DecodingContext:
         if role != "attention":
             return layer(inputs, **arguments)
         name = layer.name
+        # the context supplies the positions of the new tokens (custom_position_ids too)
+        arguments = {k: v for k, v in arguments.items() if k != "positions"}
         if arguments.get("key") is not None:  # cross-attention over fixed states
-            arguments = dict(arguments)
             key = arguments.pop("key")
             value = arguments.pop("value", key)
             cache = self.static.get(name)
@@ -355,6 +624,13 @@ class LMCachedDecoder(CachedDecoder):
             )
         if transformer.model is None:
             raise ValueError("the transformer is not built yet; call build() first")
+        if transformer.layer_norm_cond is not None or transformer.additional_input_layers:
+            raise ValueError(
+                "generate() feeds token (and segment) ids only, so it cannot decode a model "
+                "built with layer_norm_cond / additional_input_layers; decode it with "
+                "snippets.AutoRegressiveDecoder, whose predict calls model.predict with "
+                "every input"
+            )
         self.transformer = self.owner = transformer
         self.application = app
         self.vocab_size = transformer.vocab_size
@@ -362,9 +638,14 @@ class LMCachedDecoder(CachedDecoder):
         if app == "unilm" and not self.segments:
             raise ValueError("application='unilm' needs segment embeddings; found "
                              "segment_vocab_size=0")
+        #: the model takes an ``Input-Position`` (fed with the decoding positions)
+        self.custom_positions = bool(getattr(transformer, "custom_position_ids", False))
         # absolute position embeddings bound the length; rotary ones do not
-        self.max_position = (transformer.max_position
-                             if "Embedding-Position" in transformer.layers else None)
+        self.max_position = None
+        if transformer.prefixed("Embedding-Position") in transformer.layers:
+            self.max_position = transformer.max_position
+            if getattr(transformer, "hierarchical_position", None):
+                self.max_position = transformer.max_position ** 2
 
     def variables(self):
         return self.transformer.model.weights
@@ -436,6 +717,8 @@ class LMCachedDecoder(CachedDecoder):
 
     def _run(self, token_ids, segment_ids, context, last=None):
         inputs = [token_ids, segment_ids] if self.segments else [token_ids]
+        if self.custom_positions:
+            inputs.append(context.positions)
         out = self.transformer.cached_call(inputs, context, last)
         out = out[-1] if isinstance(out, (list, tuple)) else out
         return ops.cast(out[:, -1], "float32")
@@ -453,7 +736,7 @@ class LMCachedDecoder(CachedDecoder):
         mask = ops.pad(mask, [[0, 0], [0, 0], [0, 0], [0, length - width]])
         positions = ops.broadcast_to(ops.arange(width, dtype="int32")[None], (rows, width))
         context = DecodingContext(mask, self._positions(positions), 0, length,
-                                  skip=self.transformer.OUTPUT_ACTIVATIONS)
+                                  skip=self.transformer.output_activation_names())
         logits = self._run(token_ids, segment_ids, context, last=lengths - 1)
         return logits, context.caches, {"lengths": lengths}
 
@@ -470,7 +753,7 @@ class LMCachedDecoder(CachedDecoder):
                                  ops.logical_and(slots >= width, slots <= slot))
         context = DecodingContext(visible[:, None, None, :],
                                   self._positions((lengths + index)[:, None]), slot, length,
-                                  caches=cache, skip=self.transformer.OUTPUT_ACTIVATIONS)
+                                  caches=cache, skip=self.transformer.output_activation_names())
         return self._run(tokens, segment_ids, context), context.caches
 
 
@@ -505,16 +788,53 @@ CONFIG_IGNORED = {
     "pooler_fc_size", "pooler_num_attention_heads", "pooler_num_fc_layers",
     "pooler_size_per_head", "pooler_type", "output_past", "is_decoder",
     "add_cross_attention", "chunk_size_feed_forward", "tie_word_embeddings",
+    "id2label", "label2id", "finetuning_task", "problem_type", "return_dict",
+    "output_hidden_states", "output_attentions", "torchscript",
 }
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "intermediate_size")
 
 
-def load_config(config_path, keep=()):
+def translate_keys(config, aliases):
+    """Rename alias keys to bert4keras keys; a bert4keras key present wins over its alias."""
+    out = {}
+    for key, value in config.items():
+        target = aliases.get(key, key)
+        if target != key and target in config:
+            continue
+        out[target] = value
+    return out
+
+
+def extend_with_language_model(BaseModel):
+    """bert4keras' LM extension: ``BaseModel`` with a causal mask (``application="lm"``)."""
+    class LanguageModel(BaseModel):
+        def __init__(self, *args, **kwargs):
+            kwargs["application"] = "lm"
+            super().__init__(*args, **kwargs)
+
+    LanguageModel.__name__ = LanguageModel.__qualname__ = f"LanguageModel_{BaseModel.__name__}"
+    return LanguageModel
+
+
+def extend_with_unified_language_model(BaseModel):
+    """bert4keras' UniLM extension: ``BaseModel`` with the seq2seq mask (``"unilm"``)."""
+    class UnifiedLanguageModel(BaseModel):
+        def __init__(self, *args, **kwargs):
+            kwargs["application"] = "unilm"
+            super().__init__(*args, **kwargs)
+
+    UnifiedLanguageModel.__name__ = UnifiedLanguageModel.__qualname__ = (
+        f"UnifiedLanguageModel_{BaseModel.__name__}")
+    return UnifiedLanguageModel
+
+
+def load_config(config_path, keep=(), aliases=None, ignored=()):
     """Read a JSON config (path or dict) and translate its keys to bert4keras names.
 
     ``keep``: keys of ``CONFIG_IGNORED`` that the model class wants to see anyway
-    (a class lists them in ``CONFIG_KEEP``, e.g. T5's ``tie_word_embeddings``).
+    (a class lists them in ``CONFIG_KEEP``, e.g. T5's ``tie_word_embeddings``);
+    ``aliases`` / ``ignored``: a family's own key translations and file-only keys.
     """
     if isinstance(config_path, dict):
         raw = dict(config_path)
@@ -523,15 +843,31 @@ def load_config(config_path, keep=()):
             raise FileNotFoundError(f"config file not found: {config_path!r}")
         with open(config_path, encoding="utf-8") as f:
             raw = json.load(f)
-    config = {}
-    for key, value in raw.items():
-        if (key in CONFIG_IGNORED and key not in keep) or key.startswith("_"):
-            continue
-        config[CONFIG_ALIASES.get(key, key)] = value
-    if config.get("rotary_value"):
+    position_type = raw.get("position_embedding_type")
+    if position_type not in (None, "absolute"):
+        raise ValueError(
+            f"position_embedding_type={position_type!r} is not supported (only 'absolute' "
+            "position embeddings; RoFormer is model='roformer'); found it in the config"
+        )
+    if raw.get("rotary_value"):
         raise ValueError("rotary_value=True (rotary on values) is not supported; found it in config")
-    config.pop("rotary_value", None)
-    return config
+    ignored = (set(CONFIG_IGNORED) | set(ignored)) - set(keep)
+    aliases = {**CONFIG_ALIASES, **(aliases or {})}
+    raw = {k: v for k, v in raw.items()
+           if k not in ignored and not k.startswith("_") and k != "rotary_value"}
+    config = translate_keys(raw, aliases)
+    return {k: v for k, v in config.items() if k not in ignored}
+
+
+def _model_class(model):
+    if isinstance(model, str):
+        key = model.lower()
+        if key not in MODELS:
+            raise ValueError(f"unknown model {model!r}; expected one of {sorted(MODELS)}")
+        return MODELS[key]
+    if isinstance(model, type) and issubclass(model, Transformer):
+        return model
+    raise ValueError(f"model must be a name or a Transformer subclass, found {model!r}")
 
 
 def build_transformer_model(config_path=None, checkpoint_path=None, model="bert",
@@ -542,31 +878,39 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         config_path: JSON config path or dict (bert4keras/Google or Hugging Face keys).
         checkpoint_path: Google TF checkpoint prefix, Hugging Face directory /
             ``*.safetensors`` / ``pytorch_model.bin``, or a ``*.weights.h5``.
-        model: ``bert``, ``roberta``, ``roformer``, ``roformer_v2``, ... or a
+        model: ``bert``, ``roberta``, ``roformer``, ``roformer_v2``, ``gau_alpha``,
+            ``t5`` / ``t5.1.1`` / ``mt5.1.1`` (``_encoder`` / ``_decoder``) or a
             :class:`Transformer` subclass.
-        application: ``encoder``, ``lm`` (causal) or ``unilm`` (seq2seq mask).
+        application: ``encoder``, ``lm`` (causal) or ``unilm`` (seq2seq mask); ``lm`` and
+            ``unilm`` switch the MLM head on unless ``with_mlm=False`` is given.
         return_keras_model: return the ``keras.Model`` (else the builder object,
             with ``.model``).
-        **kwargs: override config entries (``with_pool``, ``with_mlm``,
-            ``keep_tokens``, ``dropout_rate``, ...).
+        **kwargs: build options (bert4keras names: ``with_pool``, ``with_nsp``,
+            ``with_mlm``, ``keep_tokens``, ``compound_tokens``, ``custom_position_ids``,
+            ``hierarchical_position``, ``segment_vocab_size``, ``layer_norm_cond``, ...,
+            ``prefix``, ``ignore_invalid_weights``) and config overrides. An option the
+            model does not support, or an unknown keyword, raises an error naming it.
+            Unknown keys of the config file are listed in a warning and not used.
 
     Example::
 
         model = build_transformer_model("bert_config.json", "bert_model.ckpt")
         hidden = model.predict([token_ids, segment_ids])
     """
-    if isinstance(model, str):
-        key = model.lower()
-        if key not in MODELS:
-            raise ValueError(f"unknown model {model!r}; expected one of {sorted(MODELS)}")
-        cls = MODELS[key]
-    elif isinstance(model, type) and issubclass(model, Transformer):
-        cls = model
-    else:
-        raise ValueError(f"model must be a name or a Transformer subclass, found {model!r}")
-    keep = getattr(cls, "CONFIG_KEEP", ())
-    config = load_config(config_path, keep=keep) if config_path is not None else {}
-    config.update(kwargs)
+    cls = _model_class(model)
+    aliases = {**CONFIG_ALIASES, **cls.CONFIG_ALIASES}
+    config = {}
+    if config_path is not None:
+        config = load_config(config_path, keep=getattr(cls, "CONFIG_KEEP", ()),
+                             aliases=cls.CONFIG_ALIASES, ignored=cls.CONFIG_IGNORED)
+        known = cls.option_names()
+        unknown = sorted(k for k in config if k not in known)
+        if unknown:
+            where = "config" if isinstance(config_path, dict) else repr(config_path)
+            warnings.warn(f"{cls.__name__} ignores unknown config entries {unknown} of "
+                          f"{where} (not build options of this model)", stacklevel=2)
+            config = {k: v for k, v in config.items() if k not in unknown}
+    config.update(translate_keys(kwargs, aliases))
     missing = [k for k in getattr(cls, "REQUIRED_KEYS", REQUIRED_KEYS) if k not in config]
     if missing:
         raise ValueError(f"config is missing required key(s) {missing} for model {model!r}")

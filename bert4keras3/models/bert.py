@@ -77,43 +77,102 @@ def _bert_tables(with_bias=True, with_norm=True, with_position=True):
             g[key + "/bias"], h[key + "/bias"] = gn + "/bias", hn + ".bias"
     if with_bias:
         g["MLM-Bias/bias"], h["MLM-Bias/bias"] = "cls/predictions/output_bias", "cls.predictions.bias"
+        # next sentence prediction: Google stores the kernel as [2, hidden]
+        g["NSP-Proba/kernel"] = ("cls/seq_relationship/output_weights", "T")
+        h["NSP-Proba/kernel"] = ("cls.seq_relationship.weight", "T")
+        g["NSP-Proba/bias"] = "cls/seq_relationship/output_bias"
+        h["NSP-Proba/bias"] = "cls.seq_relationship.bias"
     return g, h
 
 
 @register_model("bert", "roberta")
 class BERT(Transformer):
-    """BERT (and RoBERTa in BERT layout): absolute positions, post-LN blocks."""
+    """BERT (and RoBERTa in BERT layout): absolute positions, post-LN blocks.
+
+    Inputs: ``Input-Token``, ``Input-Segment`` (unless ``segment_vocab_size=0``),
+    ``Input-Position`` (with ``custom_position_ids=True``), then any
+    ``additional_input_layers``; all float32 as in bert4keras (ids are cast inside).
+
+    Build options (bert4keras meanings): ``max_position``, ``segment_vocab_size``,
+    ``with_pool`` (pooled [CLS], ``True`` = tanh or an activation name), ``with_nsp``
+    (next-sentence probabilities ``NSP-Proba`` on the pooler; implies ``with_pool``),
+    ``with_mlm`` (``True`` = probabilities, ``"linear"`` = logits),
+    ``hierarchical_position`` (``True`` or alpha: positions beyond ``max_position`` from
+    the hierarchically decomposed table), ``custom_position_ids`` (positions are an
+    input), ``layer_norm_cond`` (a tensor ``[batch, dim]``: every layer norm becomes
+    conditional on it, through a ``layer_norm_cond_hidden_size`` projection with
+    ``layer_norm_cond_hidden_act`` when given; its inputs go in
+    ``additional_input_layers``).
+
+    Example (a conditional language model, as bert4keras' example)::
+
+        c_in = keras.Input((1,))
+        c = keras.layers.Reshape((128,))(keras.layers.Embedding(num_classes, 128)(c_in))
+        model = build_transformer_model(config, ckpt, application="lm",
+                                        layer_norm_cond=c, additional_input_layers=c_in)
+    """
 
     GOOGLE_NAMES, HF_NAMES = _bert_tables()
     GOOGLE_PREFIXES = ("bert/", "")
     HF_PREFIXES = ("", "bert.", "roberta.")
     #: the HF MLM decoder is tied to the word embeddings / output bias
     IGNORED = Transformer.IGNORED + (r"^cls\.predictions\.decoder\.(weight|bias)$",)
+    UNSUPPORTED_OPTIONS = {
+        **{k: v for k, v in Transformer.UNSUPPORTED_OPTIONS.items()
+           if k not in ("layer_norm_cond", "additional_input_layers")},
+        "shared_segment_embeddings": (
+            "segment ids looked up in the token embedding would carry the token "
+            "padding mask (segment 0 = padding); use a separate Embedding-Segment"),
+    }
+    #: name of the final MLM activation (bert4keras' name)
+    MLM_ACTIVATION = "MLM-Activation"
     use_bias = True
     rotary = False
 
-    def __init__(self, max_position=512, segment_vocab_size=2, **kwargs):
+    def __init__(self, max_position=512, segment_vocab_size=2, with_nsp=False,
+                 hierarchical_position=None, custom_position_ids=False,
+                 shared_segment_embeddings=False, **kwargs):
         super().__init__(**kwargs)
         self.max_position = max_position
         self.segment_vocab_size = segment_vocab_size
+        self.with_nsp = with_nsp
+        self.hierarchical_position = hierarchical_position
+        self.custom_position_ids = custom_position_ids
+        self.shared_segment_embeddings = shared_segment_embeddings
+        if self.with_nsp and not self.with_pool:
+            self.with_pool = True
 
     def get_inputs(self):
-        inputs = [keras.Input((self.sequence_length,), dtype="int32", name="Input-Token")]
+        shape = (self.sequence_length,)
+        names = ["Input-Token"]
         if self.segment_vocab_size > 0:
-            inputs.append(
-                keras.Input((self.sequence_length,), dtype="int32", name="Input-Segment")
-            )
-        return inputs
+            names.append("Input-Segment")
+        if self.custom_position_ids:
+            names.append("Input-Position")
+        return [keras.Input(shape, dtype="float32", name=self.prefixed(n)) for n in names]
 
-    def embed_tokens_and_segments(self, inputs):
+    def split_inputs(self, inputs):
+        """``(token_ids, segment_ids or None, position_ids or None)`` of the given inputs.
+
+        Starts a pass of the graph code (:meth:`begin_pass`), so the attention mask
+        follows these inputs.
+        """
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        token_ids = inputs.pop(0)
+        segment_ids = inputs.pop(0) if self.segment_vocab_size > 0 else None
+        position_ids = inputs.pop(0) if self.custom_position_ids else None
+        self.begin_pass(token_ids, segment_ids, position_ids)
+        return token_ids, segment_ids, position_ids
+
+    def embed_tokens_and_segments(self, token_ids, segment_ids=None):
         """Token (+ segment) embeddings, shared by the BERT family."""
         x = self.apply(
-            inputs[0], Embedding, input_dim=self.vocab_size, output_dim=self.embedding_size,
+            token_ids, Embedding, input_dim=self.vocab_size, output_dim=self.embedding_size,
             embeddings_initializer=self.initializer, mask_zero=True, name="Embedding-Token",
         )
         if self.segment_vocab_size > 0:
             s = self.apply(
-                inputs[1], Embedding, input_dim=self.segment_vocab_size,
+                segment_ids, Embedding, input_dim=self.segment_vocab_size,
                 output_dim=self.embedding_size, embeddings_initializer=self.initializer,
                 name="Embedding-Segment",
             )
@@ -121,14 +180,20 @@ class BERT(Transformer):
         return x
 
     def apply_embeddings(self, inputs):
-        x = self.embed_tokens_and_segments(inputs)
+        token_ids, segment_ids, position_ids = self.split_inputs(inputs)
+        x = self.embed_tokens_and_segments(token_ids, segment_ids)
         if not self.rotary:
+            options = {}
+            if self.hierarchical_position:
+                options["hierarchical"] = self.hierarchical_position
             x = self.apply(
-                x, PositionEmbedding, input_dim=self.max_position,
-                output_dim=self.embedding_size, embeddings_initializer=self.initializer,
-                name="Embedding-Position",
+                x if position_ids is None else [x, position_ids], PositionEmbedding,
+                input_dim=self.max_position, output_dim=self.embedding_size,
+                merge_mode="add", embeddings_initializer=self.initializer,
+                custom_position_ids=bool(self.custom_position_ids), name="Embedding-Position",
+                **options,
             )
-        x = self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name="Embedding-Norm")
+        x = self.layer_norm(x, "Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(
@@ -137,17 +202,35 @@ class BERT(Transformer):
             )
         return x
 
+    def layer_norm(self, x, name):
+        """A standard layer norm, conditional on ``layer_norm_cond`` when it is given."""
+        if self.layer_norm_cond is None:
+            return self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name=name)
+        return self.apply(
+            [x, self.layer_norm_cond], LayerNormalization, epsilon=self.layer_norm_eps,
+            conditional=True, hidden_units=self.layer_norm_cond_hidden_size,
+            hidden_activation=self.layer_norm_cond_hidden_act or "linear",
+            hidden_initializer=self.initializer, name=name,
+        )
+
     def norm(self, x, name):
-        """The post-norm used after each residual (standard LayerNorm here)."""
-        return self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name=name)
+        """The post-norm used after each residual (a layer norm here)."""
+        return self.layer_norm(x, name)
+
+    def attention_arguments(self):
+        """Call arguments of the self-attention layers in the current pass."""
+        arguments = {"attention_mask": self.compute_attention_mask()}
+        position_ids = (self.pass_inputs or {}).get("position")
+        if self.rotary and position_ids is not None:
+            arguments["positions"] = position_ids
+        return arguments
 
     def apply_main_layers(self, inputs, index):
         attention_name = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward_name = f"Transformer-{index}-FeedForward"
-        mask = self.compute_attention_mask()
 
         x = self.apply(
-            inputs, MultiHeadAttention, arguments={"attention_mask": mask},
+            inputs, MultiHeadAttention, arguments=self.attention_arguments(),
             heads=self.num_attention_heads, head_size=self.attention_head_size,
             out_dim=self.hidden_size, key_size=self.attention_key_size,
             use_bias=self.use_bias, attention_dropout=self.attention_dropout_rate,
@@ -171,30 +254,37 @@ class BERT(Transformer):
         return self.norm(x, f"{feed_forward_name}-Norm")
 
     def apply_mlm_head(self, x):
-        """Transform + tied output embedding + bias + activation."""
+        """Transform + tied output embedding + bias (logits)."""
         x = self.apply(
             x, keras.layers.Dense, units=self.embedding_size,
             activation=get_activation(self.hidden_act),
             kernel_initializer=self.initializer, name="MLM-Dense",
         )
-        x = self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name="MLM-Norm")
+        x = self.layer_norm(x, "MLM-Norm")
         x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
         x = self.apply(x, BiasAdd, name="MLM-Bias")
+        return x
+
+    def apply_pooler(self, x):
+        """Pooled [CLS] (``Pooler``, ``Pooler-Dense``), then ``NSP-Proba`` with ``with_nsp``."""
+        pool_act = self.with_pool if isinstance(self.with_pool, str) else "tanh"
+        x = self.apply(x, FirstToken, name="Pooler")
+        x = self.apply(x, keras.layers.Dense, units=self.hidden_size, activation=pool_act,
+                       kernel_initializer=self.initializer, name="Pooler-Dense")
+        if self.with_nsp:
+            x = self.apply(x, keras.layers.Dense, units=2, activation="softmax",
+                           kernel_initializer=self.initializer, name="NSP-Proba")
         return x
 
     def apply_final_layers(self, inputs):
         outputs = [inputs]
         if self.with_pool:
-            pool_act = self.with_pool if isinstance(self.with_pool, str) else "tanh"
-            x = self.apply(inputs, FirstToken, name="Pooler")
-            x = self.apply(x, keras.layers.Dense, units=self.hidden_size, activation=pool_act,
-                           kernel_initializer=self.initializer, name="Pooler-Dense")
-            outputs.append(x)
+            outputs.append(self.apply_pooler(inputs))
         if self.with_mlm:
             x = self.apply_mlm_head(inputs)
             mlm_act = "softmax" if self.with_mlm is True else self.with_mlm
             x = self.apply(x, keras.layers.Activation, activation=mlm_act,
-                           name="MLM-Activation")
+                           name=self.MLM_ACTIVATION)
             outputs.append(x)
         if len(outputs) == 1:
             return outputs[0]
@@ -205,11 +295,18 @@ class BERT(Transformer):
 
 @register_model("roformer")
 class RoFormer(BERT):
-    """RoFormer: BERT with rotary position embeddings in every attention layer."""
+    """RoFormer: BERT with rotary position embeddings in every attention layer.
+
+    With ``custom_position_ids=True`` the ``Input-Position`` ids are the rotary positions.
+    """
 
     GOOGLE_NAMES, HF_NAMES = _bert_tables(with_position=False)
     GOOGLE_PREFIXES = ("bert/", "roformer/", "")
     HF_PREFIXES = ("", "roformer.")
+    UNSUPPORTED_OPTIONS = {
+        **BERT.UNSUPPORTED_OPTIONS,
+        "hierarchical_position": "RoFormer has no absolute position embedding (rotary)",
+    }
     rotary = True
 
 
@@ -218,6 +315,15 @@ class RoFormerV2(RoFormer):
     """RoFormerV2: no biases, parameter-free RMS post-norm, tied bias-free MLM head."""
 
     GOOGLE_NAMES, HF_NAMES = _bert_tables(with_bias=False, with_norm=False, with_position=False)
+    OUTPUT_ACTIVATIONS = ("Output-MLM-Activation",)
+    MLM_ACTIVATION = "Output-MLM-Activation"
+    UNSUPPORTED_OPTIONS = {
+        **RoFormer.UNSUPPORTED_OPTIONS,
+        "with_nsp": "RoFormerV2 has no pooler / NSP head (its checkpoints hold none)",
+        "with_pool": "RoFormerV2 has no pooler (its checkpoints hold none)",
+        "layer_norm_cond": ("the norms are parameter-free RMS norms (no gamma / beta to "
+                            "condition)"),
+    }
     use_bias = False
 
     def __init__(self, **kwargs):
@@ -229,7 +335,8 @@ class RoFormerV2(RoFormer):
                           epsilon=self.layer_norm_eps, name=name)
 
     def apply_embeddings(self, inputs):
-        x = self.embed_tokens_and_segments(inputs)
+        token_ids, segment_ids, _ = self.split_inputs(inputs)
+        x = self.embed_tokens_and_segments(token_ids, segment_ids)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         x = self.norm(x, "Embedding-Norm")
         if self.embedding_size != self.hidden_size:
@@ -243,8 +350,3 @@ class RoFormerV2(RoFormer):
                            kernel_initializer=self.initializer, name="Output-Mapping")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-MLM-Dropout")
         return self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
-
-    def apply_final_layers(self, inputs):
-        if self.with_pool:
-            raise ValueError("RoFormerV2 has no pooler; found with_pool=True")
-        return super().apply_final_layers(inputs)

@@ -7,7 +7,8 @@ Layout (layer names):
 * per block ``i``: ``Transformer-{i}-GatedAttentionUnit`` (``i_dense``, ``o_dense``,
   ``q_scaleoffset``, ``k_scaleoffset``; no biases, swish, rotary, single head), then
   ``-Dropout``, ``-Add`` (residual) and the parameter-free RMS post-norm ``-Norm``;
-* MLM head: the tied token embedding, no bias, no transform.
+* MLM head: the tied token embedding, no bias, no transform (``Output-Mapping`` when
+  ``embedding_size != hidden_size``), ``Output-MLM-Dropout``, ``Output-MLM-Activation``.
 
 Config: ``attention_key_size`` (default 128), ``intermediate_size`` (width of ``u``/``v``),
 ``num_attention_heads`` = 1 (optional), no ``max_position_embeddings``.
@@ -74,9 +75,8 @@ class GAU_alpha(RoFormerV2):
     def apply_main_layers(self, inputs, index):
         """GAU -> Dropout -> Add (residual) -> parameter-free RMS norm."""
         name = f"Transformer-{index}-GatedAttentionUnit"
-        mask = self.compute_attention_mask()
         x = self.apply(
-            inputs, GatedAttentionUnit, arguments={"attention_mask": mask},
+            inputs, GatedAttentionUnit, arguments=self.attention_arguments(),
             units=self.intermediate_size, key_size=self.attention_key_size,
             activation=self.hidden_act, use_bias=self.use_bias,
             normalization=self.attention_normalization,

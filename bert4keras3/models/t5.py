@@ -18,13 +18,21 @@ its cross-attention padding mask from those zero vectors, so
 ``decoder.predict([encoder.predict(ids), decoder_ids])`` handles 0-padded batches.
 
 Layer names (the keys of the checkpoint tables below):
-``Embedding-Token`` (shared), ``Encoder-Embedding-Relative-Position``,
-``Encoder-{i}-MultiHeadSelfAttention`` (+ ``-Norm``, ``-Dropout``, ``-Add``),
-``Encoder-{i}-FeedForward`` (+ ``-Norm``, ...), ``Encoder-Output-Norm``,
-``Decoder-Embedding-Relative-Position``, ``Decoder-{i}-MultiHeadSelfAttention``,
-``Decoder-{i}-MultiHeadCrossAttention``, ``Decoder-{i}-FeedForward``,
-``Decoder-Output-Norm``, ``Decoder-Output-Scale`` (tied only),
+``Encoder-Input-Token``, ``Input-Context`` (the decoder's encoder states),
+``Decoder-Input-Token`` (float32 inputs, as in bert4keras),
+``Embedding-Token`` (shared), ``Encoder-Embedding-Dropout``,
+``Encoder-Embedding-Relative-Position``,
+``Encoder-Transformer-{i}-MultiHeadSelfAttention`` (+ ``-Norm``, ``-Dropout``, ``-Add``),
+``Encoder-Transformer-{i}-FeedForward`` (+ ``-Norm``, ...), ``Encoder-Output-Norm``,
+``Encoder-Output-Dropout``, ``Decoder-Embedding-Dropout``,
+``Decoder-Embedding-Relative-Position``, ``Decoder-Transformer-{i}-MultiHeadSelfAttention``,
+``Decoder-Transformer-{i}-MultiHeadCrossAttention``, ``Decoder-Transformer-{i}-FeedForward``,
+``Decoder-Output-Norm``, ``Decoder-Output-Dropout``, ``Decoder-Output-Scale`` (tied only),
 ``Decoder-Output-LM`` (untied only), ``Decoder-Output-LM-Activation``.
+
+Build options: ``with_lm`` (``True`` = probabilities, ``"linear"`` = logits, ``False`` =
+the decoder's final hidden states), ``keep_tokens``, ``compound_tokens``, ``prefix``,
+``ignore_invalid_weights``; options of the BERT family raise an error.
 
 Example::
 
@@ -79,7 +87,7 @@ def t5_weight_tables(gated):
         for sub, (name, theirs) in enumerate(sublayers):
             gb = f"{s}/block_{{i:03d}}/layer_{sub:03d}"
             hb = f"{s}.block.{{i}}.layer.{sub}"
-            layer = f"{stack}-{{i}}-{name}"
+            layer = f"{stack}-Transformer-{{i}}-{name}"
             g[f"{layer}-Norm/gamma"] = gb + "/{norm}/scale"
             h[f"{layer}-Norm/gamma"] = hb + ".layer_norm.weight"
             if name == "FeedForward":
@@ -112,8 +120,8 @@ T5_CONFIG_IGNORED = {
     "dense_act_fn", "is_gated_act", "tokenizer_class", "task_specific_params", "id2label",
     "label2id", "attention_scale", "is_dropout", "use_cache", "output_past", "is_decoder",
     "return_dict", "torchscript", "scale_decoder_outputs", "gradient_checkpointing",
-    "classifier_dropout", "max_position", "segment_vocab_size", "with_pool", "with_mlm",
-    "problem_type", "finetuning_task", "add_cross_attention",
+    "classifier_dropout", "max_position", "segment_vocab_size", "problem_type",
+    "finetuning_task", "add_cross_attention",
 }
 
 
@@ -148,6 +156,16 @@ class T5(Transformer):
     part = "seq2seq"
     REQUIRED_KEYS = ("vocab_size",)
     CONFIG_KEEP = ("tie_word_embeddings",)
+    CONFIG_ALIASES = T5_CONFIG_ALIASES
+    CONFIG_IGNORED = frozenset(T5_CONFIG_IGNORED)
+    UNSUPPORTED_OPTIONS = {
+        **Transformer.UNSUPPORTED_OPTIONS,
+        "with_pool": "T5 has no pooler",
+        "with_mlm": "T5's output head is the decoder's LM head (with_lm)",
+        "cross_position_bias": (
+            "the released T5 / mT5 models (and transformers) have no relative position "
+            "bias in cross-attention; leave it False"),
+    }
     #: Google checkpoints: which norm naming to read (chosen by most matches)
     GOOGLE_PREFIXES = ("rms_norm", "layer_norm")
     HF_PREFIXES = ("",)
@@ -157,12 +175,16 @@ class T5(Transformer):
 
     def __init__(self, relative_attention_num_buckets=32, relative_attention_max_distance=128,
                  num_decoder_layers=None, feed_forward_proj=None, tie_word_embeddings=None,
-                 **kwargs):
-        config = {}
-        for key, value in kwargs.items():
-            if key in T5_CONFIG_IGNORED:
-                continue
-            config[T5_CONFIG_ALIASES.get(key, key)] = value
+                 with_lm=True, cross_position_bias=False, version=None, **kwargs):
+        if version is not None and version != self.version:
+            raise ValueError(
+                f"version={version!r} does not match this class ({type(self).__name__} is "
+                f"{self.version!r}); choose the version with model='t5' / 't5.1.1' / 'mt5.1.1'"
+            )
+        if with_lm not in (True, False) and not isinstance(with_lm, str):
+            raise ValueError(f"with_lm must be True, False or an activation name; found "
+                             f"{with_lm!r}")
+        config = {T5_CONFIG_ALIASES.get(k, k): v for k, v in kwargs.items()}
         missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                "intermediate_size") if config.get(k) is None]
         if missing:
@@ -185,6 +207,8 @@ class T5(Transformer):
         if config.get("attention_dropout_rate") is None:
             config["attention_dropout_rate"] = config.get("dropout_rate", 0.0)
         super().__init__(**config)
+        self.with_lm = with_lm
+        self.cross_position_bias = cross_position_bias
         self.num_decoder_layers = int(num_decoder_layers or self.num_hidden_layers)
         self.relative_attention_num_buckets = int(relative_attention_num_buckets)
         self.relative_attention_max_distance = int(relative_attention_max_distance)
@@ -216,18 +240,24 @@ class T5(Transformer):
 
         The joined model is flat (the encoder and decoder layers called in one
         graph), so it saves to ``.keras`` like any functional model; ``.encoder``
-        and ``.decoder`` share its layers.
+        and ``.decoder`` share its layers. Inputs are float32 as in bert4keras.
         """
+        if self.built:
+            return self.model
+        self.check_options()
         seq = self.sequence_length
-        dec_ids = keras.Input((seq,), dtype="int32", name="Decoder-Input-Token")
+        names = {k: f"{self.name}_{k}" if self.name else k for k in ("Encoder", "Decoder")}
+        dec_ids = keras.Input((seq,), dtype="float32",
+                              name=self.prefixed("Decoder-Input-Token"))
         if self.part in ("encoder", "seq2seq"):
-            enc_ids = keras.Input((seq,), dtype="int32", name="Encoder-Input-Token")
+            enc_ids = keras.Input((seq,), dtype="float32",
+                                  name=self.prefixed("Encoder-Input-Token"))
             hidden = self.apply_encoder(enc_ids)
-            self.encoder = keras.Model(enc_ids, hidden, name="Encoder")
+            self.encoder = keras.Model(enc_ids, hidden, name=names["Encoder"])
         if self.part in ("decoder", "seq2seq"):
-            context = keras.Input((None, self.hidden_size), name="Decoder-Input-Context")
+            context = keras.Input((None, self.hidden_size), name=self.prefixed("Input-Context"))
             self.decoder = keras.Model([context, dec_ids], self.apply_decoder(context, dec_ids),
-                                       name="Decoder")
+                                       name=names["Decoder"])
         if self.part == "encoder":
             self.model = self.encoder
         elif self.part == "decoder":
@@ -235,7 +265,9 @@ class T5(Transformer):
         else:
             probs = self.apply_decoder(hidden, dec_ids)
             self.model = keras.Model([enc_ids, dec_ids], probs, name=self.name or "T5")
-        self.inputs, self.outputs = self.model.inputs, self.model.outputs
+        self.set_inputs(self.model.inputs)
+        self.set_outputs(self.model.outputs)
+        self.built = True
         return self.model
 
     def embed(self, token_ids, stack):
@@ -253,7 +285,7 @@ class T5(Transformer):
 
     def residual(self, x, stack, i, name, sublayer):
         """Pre-norm residual block: ``x + dropout(sublayer(norm(x)))``."""
-        layer_name = f"{stack}-{i}-{name}"
+        layer_name = f"{stack}-Transformer-{i}-{name}"
         h = self.norm(x, f"{layer_name}-Norm")
         h = sublayer(h, layer_name)
         h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate,
@@ -323,8 +355,11 @@ class T5(Transformer):
         x = self.norm(x, "Decoder-Output-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                        name="Decoder-Output-Dropout")
+        if not self.with_lm:  # bert4keras' with_lm=False: the final hidden states
+            return x
         x = self.lm_logits(x)
-        return self.apply(x, keras.layers.Activation, activation="softmax",
+        activation = "softmax" if self.with_lm is True else self.with_lm
+        return self.apply(x, keras.layers.Activation, activation=activation,
                           name="Decoder-Output-LM-Activation")
 
     def lm_logits(self, x):
@@ -340,7 +375,7 @@ class T5(Transformer):
         )
 
     # -- weights ------------------------------------------------------------
-    def weight_names(self, fmt, prefix):
+    def expand_names(self, fmt, prefix):
         """Expand the name tables; for Google checkpoints ``prefix`` is the norm naming."""
         table = self.GOOGLE_NAMES if fmt == "google" else self.HF_NAMES
         if prefix == "rms_norm":
@@ -357,7 +392,11 @@ class T5(Transformer):
                 indices = [None]
             for i in indices:
                 expanded[key.format(i=i)] = (name.format(i=i, norm=norm, final=final), transform)
-        return {w.path: expanded[w.path] for w in self.model.weights if w.path in expanded}
+        return expanded
+
+    def google_save_prefix(self):
+        """mT5 checkpoints name their norms ``rms_norm``; T5's ``layer_norm``."""
+        return "rms_norm" if self.version == "mt5.1.1" else "layer_norm"
 
     # -- generation ---------------------------------------------------------
     def decode_graph(self, inputs, last=None):
@@ -372,6 +411,8 @@ class T5(Transformer):
                 f"generate needs the encoder and the decoder; this is a T5 {self.part!r} "
                 "model (build it with model='t5', 't5.1.1' or 'mt5.1.1')"
             )
+        if not self.with_lm:
+            raise ValueError("generate needs the LM head; this T5 was built with with_lm=False")
         if self._cached_decoder is None:
             self._cached_decoder = T5CachedDecoder(self)
         return self._cached_decoder
@@ -423,7 +464,7 @@ class T5CachedDecoder(CachedDecoder):
         ctx = DecodingContext(
             (slots <= position)[None, None, None, :], ops.full((rows, 1), position, "int32"),
             position, length, caches=cache, static=static, key_positions=slots,
-            skip=self.t5.OUTPUT_ACTIVATIONS,
+            skip=self.t5.output_activation_names(),
         )
         logits = self.t5.cached_call([context, ops.cast(token_ids, "int32")[:, None]], ctx)
         return ops.cast(logits[:, 0], "float32"), ctx
