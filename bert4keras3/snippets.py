@@ -7,7 +7,10 @@ and safe before forking worker processes.
 Main entry points:
 
 * padding / text helpers: :func:`sequence_padding`, :func:`truncate_sequences`,
-  :func:`text_segmentate`, :func:`is_string`, :func:`to_array`;
+  :func:`text_segmentate`, :func:`is_string`, :func:`to_array`, :func:`strQ2B`,
+  :func:`string_matching`, :func:`lowercase_and_normalize`, :func:`convert_to_unicode`,
+  :func:`convert_to_str`;
+* files: :class:`open` (bert4keras' opener: encoding / errors, line index of big files);
 * training data: :class:`DataGenerator` (``forfit``, ``to_pydataset``,
   ``to_dataset``);
 * multiprocessing: :func:`parallel_apply`, :func:`parallel_apply_generator`;
@@ -15,26 +18,46 @@ Main entry points:
   optional :class:`Trie` constraint), :class:`ViterbiDecoder`;
 * misc: :func:`longest_common_substring`, :func:`longest_common_subsequence`,
   :func:`orthogonally_resize`, :func:`softmax`, :func:`log_softmax`,
-  :func:`progress`.
+  :func:`progress`, :func:`is_one_of`, :func:`insert_arguments`,
+  :func:`delete_arguments`, :class:`WebServing`, ``uniout`` (a no-op on Python 3).
 """
 
+import builtins
+import functools
+import json
+import os
 import pickle
 import queue as _queue
 import random as _random
+import re
 import threading
 import traceback
+import types
+import unicodedata
 
 import numpy as np
 
 __all__ = [
     "is_string",
     "to_array",
+    "strQ2B",
+    "string_matching",
+    "convert_to_unicode",
+    "convert_to_str",
+    "lowercase_and_normalize",
+    "open",
+    "is_one_of",
+    "insert_arguments",
+    "delete_arguments",
+    "WebServing",
+    "uniout",
     "softmax",
     "log_softmax",
     "sequence_padding",
     "truncate_sequences",
     "text_segmentate",
     "progress",
+    "to_keras_structure",
     "DataGenerator",
     "WorkerError",
     "parallel_apply_generator",
@@ -71,6 +94,224 @@ def to_array(*args):
     """
     results = [np.array(a) for a in args]
     return results[0] if len(args) == 1 else results
+
+
+_builtin_open = builtins.open
+
+#: ``from bert4keras.snippets import uniout`` printed unicode on Python 2; on Python 3
+#: there is nothing to do, so the import gets this empty module.
+uniout = types.ModuleType("uniout", "bert4keras' Python 2 unicode-printing helper; a no-op on Python 3.")
+
+
+def strQ2B(ustring):
+    """Full-width characters to their half-width forms (ideographic space to space).
+
+    >>> strQ2B("ＡＢＣ，１２３　x")
+    'ABC,123 x'
+    """
+    chars = []
+    for ch in ustring:
+        code = ord(ch)
+        if code == 0x3000:
+            code = 0x20
+        elif 0xFF01 <= code <= 0xFF5E:
+            code -= 0xFEE0
+        chars.append(chr(code))
+    return "".join(chars)
+
+
+def string_matching(s, keywords):
+    """True if any of the regular expressions ``keywords`` is found in ``s``."""
+    return any(re.search(k, s) for k in keywords)
+
+
+def convert_to_unicode(text, encoding="utf-8", errors="ignore"):
+    """Decode ``bytes`` to ``str`` (other values are returned unchanged)."""
+    if isinstance(text, bytes):
+        return text.decode(encoding, errors=errors)
+    return text
+
+
+def convert_to_str(text, encoding="utf-8", errors="ignore"):
+    """``str`` of ``text`` (bytes are decoded; on Python 3 this is :func:`convert_to_unicode`)."""
+    return convert_to_unicode(text, encoding, errors)
+
+
+def lowercase_and_normalize(text):
+    """Lower-case, NFD-normalise and drop combining marks (category ``Mn``).
+
+    >>> lowercase_and_normalize("Café")
+    'cafe'
+    """
+    text = unicodedata.normalize("NFD", text.lower())
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
+
+
+def is_one_of(x, ys):
+    """True if ``x`` *is* one of ``ys`` (identity, so it works for arrays and tensors)."""
+    return any(x is y for y in ys)
+
+
+def insert_arguments(**arguments):
+    """Decorator of ``__init__``: accept extra keyword arguments, stored as attributes.
+
+    Each ``name=default`` becomes ``self.name`` (the caller's value if given)::
+
+        class Model(Base):
+            @insert_arguments(with_pool=False)
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+    """
+
+    def actual_decorator(func):
+        @functools.wraps(func)
+        def new_func(self, *args, **kwargs):
+            for name, value in arguments.items():
+                setattr(self, name, kwargs.pop(name, value))
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return actual_decorator
+
+
+def delete_arguments(*arguments):
+    """Decorator of ``__init__``: refuse the named keyword arguments with a ``TypeError``."""
+
+    def actual_decorator(func):
+        @functools.wraps(func)
+        def new_func(self, *args, **kwargs):
+            for name in arguments:
+                if name in kwargs:
+                    raise TypeError(
+                        f"{type(self).__name__} got an unexpected keyword argument {name!r}"
+                    )
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return actual_decorator
+
+
+class open:  # noqa: A001 - bert4keras' name, shadows the builtin on purpose
+    """bert4keras' file object: ``open(name, mode='r', encoding=None, errors='strict',
+    indexable=False)``.
+
+    Behaves like the builtin ``open`` (iteration, ``read``, ``readline``, ``readlines``,
+    ``write``, ``seek``, ``tell``, context manager). In a binary ``mode`` an ``encoding``
+    decodes what is read and encodes what is written (the builtin refuses it). With
+    ``indexable=True`` the position of every line is recorded once, so ``f[i]`` reads line
+    ``i`` and ``len(f)`` counts lines without loading the file; ``indexable`` may also be
+    a path where the positions are cached as JSON (read if it exists, written otherwise).
+
+    Example::
+
+        f = open("corpus.txt", encoding="utf-8", indexable="corpus.idx")
+        n, line = len(f), f[12345]
+    """
+
+    def __init__(self, name, mode="r", encoding=None, errors="strict", indexable=False):
+        self.name = os.fspath(name)
+        binary = "b" in mode
+        if binary:
+            self.file = _builtin_open(self.name, mode)
+        else:
+            self.file = _builtin_open(self.name, mode, encoding=encoding, errors=errors)
+        self.encoding = encoding if binary else None  # text mode: the file decodes
+        self.errors = errors
+        self.iterator = None
+        self.offsets = None
+        if indexable:
+            if is_string(indexable) and os.path.exists(indexable):
+                with _builtin_open(indexable) as f:
+                    self.offsets = json.load(f)
+            else:
+                self.create_indexes()
+                if is_string(indexable):
+                    with _builtin_open(indexable, "w") as f:
+                        json.dump(self.offsets, f)
+
+    def _decode(self, text):
+        if self.encoding:
+            return convert_to_unicode(text, self.encoding, self.errors)
+        return text
+
+    def create_indexes(self):
+        """Record the offset of every line (shows a progress bar)."""
+        from keras.utils import Progbar
+
+        offsets, offset = [], 0
+        bar = Progbar(os.path.getsize(self.name), verbose=1)
+        self.seek(0)
+        while self.file.readline():
+            offsets.append(offset)
+            offset = self.tell()
+            bar.update(offset)
+        self.seek(0)
+        self.offsets = offsets
+
+    def __getitem__(self, key):
+        if self.offsets is None:
+            raise TypeError("open(...)[i] needs indexable=True")
+        self.seek(self.offsets[key])
+        return self.readline()
+
+    def __len__(self):
+        if self.offsets is None:
+            raise TypeError("len(open(...)) needs indexable=True")
+        return len(self.offsets)
+
+    def __iter__(self):
+        for line in self.file:
+            yield self._decode(line)
+
+    def next(self):
+        """The next line."""
+        if self.iterator is None:
+            self.iterator = self.__iter__()
+        return next(self.iterator)
+
+    __next__ = next
+
+    def read(self, *args):
+        """Read (and decode) the rest of the file."""
+        return self._decode(self.file.read(*args))
+
+    def readline(self):
+        """Read (and decode) one line."""
+        return self._decode(self.file.readline())
+
+    def readlines(self):
+        """Read (and decode) all remaining lines."""
+        return [self._decode(line) for line in self.file.readlines()]
+
+    def write(self, text):
+        """Write ``text`` (encoded with ``encoding`` in a binary mode)."""
+        if self.encoding and isinstance(text, str):
+            text = text.encode(self.encoding, errors=self.errors)
+        return self.file.write(text)
+
+    def flush(self):
+        """Flush the underlying file."""
+        self.file.flush()
+
+    def close(self):
+        """Close the underlying file."""
+        self.file.close()
+
+    def tell(self):
+        """Current position."""
+        return self.file.tell()
+
+    def seek(self, offset=0):
+        """Move to ``offset``."""
+        return self.file.seek(offset)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
 
 
 def log_softmax(x, axis=-1):
@@ -207,44 +448,127 @@ def truncate_sequences(maxlen, indices, *sequences):
 
 
 def text_segmentate(text, maxlen, seps="\n", strips=None):
-    """Split ``text`` into pieces of at most ``maxlen`` characters where possible.
+    """Split ``text`` into pieces of about ``maxlen`` characters at separators (bert4keras).
 
-    ``seps`` is a sequence of separators in priority order (a string is taken
-    character by character). The text is split on the first separator (each
-    piece keeps its separator), consecutive pieces are merged greedily while
-    the merge fits in ``maxlen``, and pieces that are still too long are split
-    again with the remaining separators. A piece with no separator left is
-    kept whole even if longer than ``maxlen``. Each returned piece is
-    stripped of whitespace and of the characters in ``strips``; empty pieces
-    are dropped.
+    ``seps`` lists separators in priority order (a string is taken character by
+    character). The stripped text (whitespace, then the characters of ``strips``) is
+    returned whole when it fits in ``maxlen`` or no separator is left. Otherwise it is
+    split at ``seps[0]``; the parts (each followed by its separator, except the last) are
+    gathered left to right, and the gathered text is emitted once the next non-empty part
+    plus one separator would take it past ``maxlen``; every emitted text is split again
+    with the remaining separators. As in bert4keras an empty text gives ``['']``.
 
     >>> text_segmentate("ab。cd。efgh。", 6, seps="。")
     ['ab。cd。', 'efgh。']
+    >>> text_segmentate("aaa。b。cc", 4, seps="。")
+    ['aaa。', 'b。', 'cc']
     """
     if not is_string(text):
         raise TypeError(f"text_segmentate: expected text as str, got {type(text).__name__}")
     text = text.strip().strip(strips)
     if not seps or len(text) <= maxlen:
-        return [text] if text else []
-    sep, more = seps[0], seps[1:]
+        return [text]
+    sep, rest = seps[0], seps[1:]
     parts = text.split(sep)
-    pieces = [p + sep for p in parts[:-1]] + [parts[-1]]
-    results, current = [], ""
-    for p in pieces:
-        if not p:
-            continue
-        if current and len(current) + len(p) > maxlen:
-            results.extend(text_segmentate(current, maxlen, more, strips))
-            current = ""
-        current += p
-    if current:
-        results.extend(text_segmentate(current, maxlen, more, strips))
+    results, gathered = [], ""
+    for i, part in enumerate(parts):
+        if gathered and part and len(gathered) + len(part) + 1 > maxlen:
+            results.extend(text_segmentate(gathered, maxlen, rest, strips))
+            gathered = ""
+        gathered += part if i == len(parts) - 1 else part + sep
+    if gathered:
+        results.extend(text_segmentate(gathered, maxlen, rest, strips))
     return results
 
 
 # ---------------------------------------------------------------------------
 # DataGenerator
 # ---------------------------------------------------------------------------
+
+
+def _is_number(x):
+    return isinstance(x, (bool, int, float, complex, np.number, np.bool_))
+
+
+def _only_numbers(x):
+    if isinstance(x, (list, tuple)):
+        return all(_only_numbers(v) for v in x)
+    return _is_number(x)
+
+
+def to_keras_structure(batch):
+    """A batch in the structure every Keras backend accepts from a generator.
+
+    bert4keras scripts yield ``[token_ids, segment_ids], labels`` with Python lists for
+    the multi-input part; ``tf.data`` (Keras' TensorFlow input pipeline) rejects lists,
+    so lists of arrays become tuples. A (nested) list of plain numbers becomes one NumPy
+    array, and ``None`` entries (``yield [x1, x2], None`` for a ``Loss`` layer model) stay.
+    """
+    if isinstance(batch, dict):
+        return {k: to_keras_structure(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        if batch and _only_numbers(batch):
+            return np.asarray(batch)
+        return tuple(to_keras_structure(v) for v in batch)
+    return batch
+
+
+def _strip_trailing_none(batch):
+    """``(x, None)`` -> ``(x,)``: what Keras reads the same way, and ``tf.data`` can hold."""
+    if isinstance(batch, tuple):
+        while len(batch) > 1 and batch[-1] is None:
+            batch = batch[:-1]
+    return batch
+
+
+_PEEK_BATCHES = 4
+
+
+def _for_keras(batches):
+    """``batches`` as Keras' best input: the generator itself, or on TensorFlow a
+    ``tf.data.Dataset`` with dynamic sequence dimensions (see ``DataGenerator.forfit``).
+
+    On TensorFlow the first batches are looked at: an axis (after the batch axis) is
+    static only where it has the same size in all of them and is either of size 1
+    (``[batch, 1]`` labels) or the last axis of a float array (features, one-hot labels);
+    every other axis, such as padded lengths, is dynamic.
+    """
+    import itertools
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return batches
+    import tensorflow as tf
+
+    peeked = [_strip_trailing_none(b) for b in itertools.islice(batches, _PEEK_BATCHES)]
+    if not peeked:
+        raise ValueError("DataGenerator.__iter__ yielded no batch")
+
+    def spec(*leaves):
+        if any(leaf is None for leaf in leaves):
+            raise ValueError(
+                "DataGenerator batches may end with None (no targets), but not hold None "
+                "in the middle of their structure"
+            )
+        arrays = [np.asarray(leaf) for leaf in leaves]
+        first = arrays[0]
+        shape = [None]
+        for axis in range(1, first.ndim):
+            sizes = {a.shape[axis] for a in arrays}
+            size = sizes.pop() if len(sizes) == 1 else None
+            fixed = size == 1 or (axis == first.ndim - 1 and first.dtype.kind == "f")
+            shape.append(size if size is not None and fixed else None)
+        return tf.TensorSpec(shape=shape, dtype=tf.as_dtype(first.dtype))
+
+    signature = tf.nest.map_structure(spec, *peeked)
+
+    def generator():
+        yield from peeked
+        for batch in batches:
+            yield _strip_trailing_none(batch)
+
+    return tf.data.Dataset.from_generator(generator, output_signature=signature)
 
 
 class DataGenerator:
@@ -322,17 +646,32 @@ class DataGenerator:
             f"{type(self).__name__} must implement __iter__(self, random=False) yielding batches"
         )
 
-    def forfit(self, random=True):
-        """Infinite generator of batches (shuffled by default), for ``model.fit``."""
+    def _batches(self, random):
+        """Endless converted batches (see :func:`to_keras_structure`)."""
         while True:
             for d in self.__iter__(random):
-                yield d
+                yield to_keras_structure(d)
+
+    def forfit(self, random=True):
+        """Endless batches (shuffled by default) for ``model.fit(..., steps_per_epoch=len(gen))``.
+
+        Batches pass through :func:`to_keras_structure` (lists of arrays become tuples),
+        so bert4keras' ``yield [token_ids, segment_ids], labels`` works on every backend.
+        A generator on JAX and PyTorch. On TensorFlow a ``tf.data.Dataset`` over the same
+        batches whose padded (sequence) dimensions are dynamic: Keras' own generator input
+        fixes every dimension on which its first two batches agree, so per-batch padded
+        lengths would otherwise fail later in the epoch. Iterate it with ``for`` /
+        ``iter()`` (``next(iter(gen.forfit()))`` works on every backend).
+        """
+        return _for_keras(self._batches(random))
 
     def fortest(self, random=False):
-        """Infinite generator of the inputs part (``batch[0]``) of each batch."""
-        while True:
-            for d in self.__iter__(random):
-                yield d[0]
+        """Endless ``(inputs,)`` 1-tuples (``batch[0]`` of each batch) for ``model.predict``.
+
+        The 1-tuple is what Keras reads as inputs alone (a bare tuple of arrays would be
+        taken for ``(x, y)``). Generator or ``tf.data.Dataset`` as in :meth:`forfit`.
+        """
+        return _for_keras((d[0],) for d in self._batches(random))
 
     def to_pydataset(self, random=True, infinite=False, **kwargs):
         """Wrap this generator as a ``keras.utils.PyDataset`` (works on every backend).
@@ -363,7 +702,7 @@ class DataGenerator:
                 self._reset()
 
             def _reset(self):
-                self._iter = gen.forfit(random) if infinite else iter(gen.__iter__(random))
+                self._iter = gen._batches(random) if infinite else iter(gen.__iter__(random))
                 self._cache = []
 
             @property
@@ -378,12 +717,12 @@ class DataGenerator:
             def __getitem__(self, index):
                 with self._lock:
                     if infinite:
-                        return next(self._iter)
+                        return next(self._iter)  # already converted
                     if not 0 <= index < len(gen):
                         raise IndexError(f"batch index {index} out of range [0, {len(gen)})")
                     while len(self._cache) <= index:
                         try:
-                            self._cache.append(next(self._iter))
+                            self._cache.append(to_keras_structure(next(self._iter)))
                         except StopIteration:
                             raise IndexError(
                                 f"{type(gen).__name__}.__iter__ yielded {len(self._cache)} batches "
@@ -427,8 +766,9 @@ class DataGenerator:
             wrap = lambda k, v: tuple(dict(zip(i, j)) for i, j in zip(k, v))  # noqa: E731
 
         def generator():
-            for d in self.forfit():
-                yield d if wrap is None else wrap(names, d)
+            while True:  # forfit() without its structure conversion: types/shapes describe it
+                for d in self.__iter__(True):
+                    yield d if wrap is None else wrap(names, d)
 
         if wrap is not None:
             types, shapes = wrap(names, types), wrap(names, shapes)
@@ -1219,3 +1559,67 @@ def orthogonally_resize(a, new_shape, window=2):
     if new_norm == 0:
         return a.astype(np.result_type(a, np.float32))
     return a * (norm / new_norm)
+
+
+class WebServing:
+    """A minimal JSON web API around Python functions (bert4keras; for quick demos).
+
+    Built on ``bottle`` (``pip install bottle``; ``server='paste'`` also needs ``paste``,
+    or pass ``server='wsgiref'``)::
+
+        arguments = {"text": (None, True), "n": (int, False)}
+        web = WebServing(port=8864)
+        web.route("/gen_synonyms", gen_synonyms, arguments)
+        web.start()   # http://127.0.0.1:8864/gen_synonyms?text=...
+
+    ``arguments`` maps each parameter name to ``(converter or None, required)``. Every
+    response is ``{"code": 0, "desc": "succeeded", "data": func(**kwargs)}``; code 1 is a
+    missing required argument, code 2 an exception raised by ``func``. (bert4keras' TF1
+    graph/session juggling is not needed under Keras 3.)
+    """
+
+    def __init__(self, host="0.0.0.0", port=8000, server="paste"):
+        try:
+            import bottle
+        except ImportError as e:
+            raise ImportError(
+                "WebServing needs the bottle package: pip install bottle"
+            ) from e
+        self.host = host
+        self.port = port
+        self.server = server
+        self.bottle = bottle
+
+    def wraps(self, func, arguments, method="GET"):
+        """Wrap ``func`` as a request handler returning a JSON string."""
+
+        def new_func():
+            outputs = {"code": 0, "desc": "succeeded", "data": {}}
+            request = self.bottle.request
+            params = request.GET if method == "GET" else request.POST
+            kwargs = {}
+            for key, (convert, required) in arguments.items():
+                value = params.getunicode(key)
+                if value is None:
+                    if required:
+                        outputs["code"] = 1
+                        outputs["desc"] = f'lack of "{key}" argument'
+                        return json.dumps(outputs, ensure_ascii=False)
+                    continue
+                kwargs[key] = convert(value) if convert is not None else value
+            try:
+                outputs["data"] = func(**kwargs)
+            except Exception as e:  # reported to the client, as bert4keras does
+                outputs["code"] = 2
+                outputs["desc"] = str(e)
+            return json.dumps(outputs, ensure_ascii=False)
+
+        return new_func
+
+    def route(self, path, func, arguments, method="GET"):
+        """Serve ``func`` at ``path``."""
+        self.bottle.route(path, method=method)(self.wraps(func, arguments, method))
+
+    def start(self):
+        """Run the server (blocks)."""
+        self.bottle.run(host=self.host, port=self.port, server=self.server)

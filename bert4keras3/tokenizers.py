@@ -627,6 +627,19 @@ class Tokenizer(TokenizerBase):
         """Whether a token is a special ``[...]`` token."""
         return bool(ch) and ch[0] == "[" and ch[-1] == "]"
 
+    @staticmethod
+    def _is_redundant(token):
+        """Whether a multi-character token can never come out of `tokenize` (bert4keras).
+
+        Such tokens contain a CJK character or punctuation, which are always split off as
+        single characters; vocabulary cutting uses this to drop them.
+        """
+        if len(token) > 1:
+            for ch in Tokenizer.stem(token):
+                if Tokenizer._is_cjk_character(ch) or Tokenizer._is_punctuation(ch):
+                    return True
+        return False
+
     def _normalize_with_mapping(self, text):
         """Normalise ``text`` as `_tokenize` does, keeping the source index of every char.
 

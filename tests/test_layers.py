@@ -162,7 +162,7 @@ def test_position_embeddings():
     np.testing.assert_allclose(np_(pe(x)), x + np_(pe.embeddings)[None, :4], atol=1e-6)
     sp = SinusoidalPositionEmbedding(6, merge_mode="zero")
     pos = np.arange(4)[:, None] * 10000.0 ** (-2 * np.arange(3) / 6)
-    ref = np.concatenate([np.sin(pos), np.cos(pos)], -1)
+    ref = np.stack([np.sin(pos), np.cos(pos)], -1).reshape(4, 6)  # bert4keras: interleaved
     np.testing.assert_allclose(np_(sp(x))[0], ref, atol=1e-5)
 
 

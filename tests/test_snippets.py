@@ -141,9 +141,9 @@ def test_text_segmentate_single_separator_is_greedy_packing():
             assert p.endswith("。") or k == len(got) - 1
             if len(p) > maxlen:  # only a single over-long sentence may exceed maxlen
                 assert "。" not in p.rstrip("。")
-            if k + 1 < len(got):  # greedy: the next sentence would not have fitted
-                nxt = got[k + 1].split("。")[0] + ("。" if "。" in got[k + 1] else "")
-                assert len(p) + len(nxt) > maxlen
+            if k + 1 < len(got):  # greedy (bert4keras): next sentence + one separator won't fit
+                nxt = got[k + 1].split("。")[0]
+                assert len(p) + len(nxt) + 1 > maxlen
 
 
 def test_text_segmentate_multi_level():
@@ -549,11 +549,11 @@ def test_datagenerator_shuffles_and_forfit():
     gen = PairGenerator(_dataset(40), batch_size=8)
     orders = [np.concatenate([b[0][:, 0] for b in gen.__iter__(True)]).tolist() for _ in range(2)]
     assert orders[0] != orders[1] and sorted(orders[0]) == list(range(40))
-    it = gen.forfit()
+    it = iter(gen.forfit())  # a generator; a tf.data.Dataset on TensorFlow
     epoch_ids = [next(it)[0][:, 0] for _ in range(2 * len(gen))]
     for e in range(2):
         assert sorted(np.concatenate(epoch_ids[e * 5:(e + 1) * 5]).tolist()) == list(range(40))
-    x = next(gen.fortest())
+    (x,) = next(iter(gen.fortest()))  # (inputs,): what Keras' predict reads as inputs alone
     assert x.shape == (8, 3)
     assert list(PairGenerator([], 4).sample()) == []
     with pytest.raises(NotImplementedError, match="must implement __iter__"):

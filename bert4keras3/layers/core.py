@@ -1,20 +1,29 @@
 """Core Keras layers: embeddings, normalisation, attention, feed-forward.
 
 All layers use ``keras.ops`` only, implement ``get_config`` and are registered
-for ``.keras`` serialization under the package name ``bert4keras3``.
+for ``.keras`` serialization under the package name ``bert4keras3``. Names and
+arguments follow bert4keras (``ScaleOffset``, ``LayerNormalization``,
+``PositionEmbedding``, ``SinusoidalPositionEmbedding``, ``RelativePositionEmbedding``,
+``MultiHeadAttention``, ``FeedForward``, ...).
 """
+import functools
+
 import keras
 from keras import ops
 
 from bert4keras3 import backend as B
 
 __all__ = [
+    "Layer",
+    "integerize_shape",
     "Embedding",
     "Add",
     "BiasAdd",
+    "ScaleOffset",
+    "LayerNormalization",
     "PositionEmbedding",
     "SinusoidalPositionEmbedding",
-    "LayerNormalization",
+    "RelativePositionEmbedding",
     "MultiHeadAttention",
     "FeedForward",
     "AttentionMask",
@@ -22,6 +31,47 @@ __all__ = [
 ]
 
 register = keras.saving.register_keras_serializable(package="bert4keras3")
+
+
+class Layer(keras.layers.Layer):
+    """``keras.layers.Layer`` that passes Keras masks through (bert4keras' base ``Layer``).
+
+    Subclass it as in bert4keras; override ``compute_mask`` to change the mask.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+
+def integerize_shape(func):
+    """Decorator of ``build(self, input_shape)``: dims as Python ints or ``None`` (bert4keras).
+
+    Keras 3 shapes already are; kept so that ported layers run unchanged.
+    """
+
+    def convert(item):
+        if isinstance(item, (list, tuple)):
+            return type(item)(convert(i) for i in item)
+        return item if item is None else int(item)
+
+    @functools.wraps(func)
+    def new_func(self, input_shape):
+        return func(self, convert(input_shape))
+
+    return new_func
+
+
+def _is_shape_list(shape):
+    """True for a list of shapes (list input), False for one shape."""
+    return isinstance(shape, (list, tuple)) and len(shape) > 0 and isinstance(
+        shape[0], (list, tuple)
+    )
+
+
+def _active(value):
+    """bert4keras' ``scale`` / ``offset`` convention: anything but False/None is on."""
+    return value is not False and value is not None
 
 
 @register
@@ -111,13 +161,195 @@ class BiasAdd(keras.layers.Layer):
         return inputs + ops.cast(self.bias, inputs.dtype)
 
 
+@register
+class ScaleOffset(keras.layers.Layer):
+    """Affine map of the last axis, ``x * gamma + beta`` (bert4keras).
+
+    Args:
+        scale: ``True``: learn ``gamma`` (initialised to 1); ``False``/``None``: none;
+            a number (or array): a constant ``gamma``.
+        offset: likewise for ``beta`` (initialised to 0).
+        conditional: inputs are ``[x, condition]``; ``gamma`` and ``beta`` are shifted
+            by zero-initialised projections of the condition (``gamma_dense``,
+            ``beta_dense``), so the layer starts as the unconditional one.
+        hidden_units: first project the condition with ``hidden_dense`` (no bias).
+        hidden_activation, hidden_initializer: of ``hidden_dense``.
+
+    A condition ``[batch, c]`` applies to every position; ``[batch, seq, c]`` per position.
+    """
+
+    def __init__(self, scale=True, offset=True, conditional=False, hidden_units=None,
+                 hidden_activation="linear", hidden_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.offset = offset
+        self.conditional = conditional
+        self.hidden_units = hidden_units
+        self.hidden_activation = hidden_activation
+        self.hidden_initializer = keras.initializers.get(hidden_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        shape = input_shape[0] if self.conditional else input_shape
+        dim = shape[-1]
+        if dim is None:
+            raise ValueError(f"{type(self).__name__} needs a known last dimension, found None")
+        if self.scale is True:
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+        if self.offset is True:
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+        if self.conditional:
+            if not _is_shape_list(input_shape) or len(input_shape) != 2:
+                raise ValueError(
+                    f"{type(self).__name__}(conditional=True) takes [x, condition], "
+                    f"found input shape {input_shape}"
+                )
+            cond_shape = tuple(input_shape[1])
+            if self.hidden_units is not None:
+                self.hidden_dense = keras.layers.Dense(
+                    self.hidden_units,
+                    activation=B.get_activation(self.hidden_activation),
+                    use_bias=False,
+                    kernel_initializer=self.hidden_initializer,
+                    name="hidden_dense",
+                )
+                self.hidden_dense.build(cond_shape)
+                cond_shape = cond_shape[:-1] + (self.hidden_units,)
+            if _active(self.scale):
+                self.gamma_dense = keras.layers.Dense(
+                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense"
+                )
+                self.gamma_dense.build(cond_shape)
+            if _active(self.offset):
+                self.beta_dense = keras.layers.Dense(
+                    dim, use_bias=False, kernel_initializer="zeros", name="beta_dense"
+                )
+                self.beta_dense.build(cond_shape)
+
+    def split_inputs(self, inputs):
+        """``(x, condition)``: the condition projected and aligned with ``x`` (or None)."""
+        if not self.conditional:
+            return inputs, None
+        x, cond = inputs
+        if self.hidden_units is not None:
+            cond = self.hidden_dense(cond)
+        while len(cond.shape) < len(x.shape):
+            cond = ops.expand_dims(cond, 1)
+        return x, cond
+
+    def scale_offset(self, x, cond=None):
+        """Apply ``gamma`` / ``beta`` (shifted by the condition) to ``x``."""
+        dtype = x.dtype
+        if _active(self.scale):
+            gamma = self.gamma if self.scale is True else self.scale
+            gamma = ops.cast(gamma, dtype)
+            if cond is not None:
+                gamma = gamma + self.gamma_dense(cond)
+            x = x * gamma
+        if _active(self.offset):
+            beta = self.beta if self.offset is True else self.offset
+            beta = ops.cast(beta, dtype)
+            if cond is not None:
+                beta = beta + self.beta_dense(cond)
+            x = x + beta
+        return x
+
+    def call(self, inputs):
+        x, cond = self.split_inputs(inputs)
+        return self.scale_offset(x, cond)
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            return mask[0]
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0]) if self.conditional else tuple(input_shape)
+
+    @staticmethod
+    def _plain(value):
+        if isinstance(value, (bool, int, float)) or value is None:
+            return value
+        return keras.ops.convert_to_numpy(value).tolist()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            scale=self._plain(self.scale),
+            offset=self._plain(self.offset),
+            conditional=self.conditional,
+            hidden_units=self.hidden_units,
+            hidden_activation=self.hidden_activation,
+            hidden_initializer=keras.initializers.serialize(self.hidden_initializer),
+        )
+        return config
+
+
+@register
+class LayerNormalization(ScaleOffset):
+    """(Conditional) layer normalisation, a :class:`ScaleOffset` after normalising (bert4keras).
+
+    * standard: ``zero_mean=True, unit_variance=True`` (gamma, beta);
+    * RMS norm (T5): ``zero_mean=False, offset=False``;
+    * parameter-free (RoFormerV2): ``zero_mean=False, offset=False, scale=False``;
+    * conditional: ``conditional=True`` and inputs ``[x, condition]`` (see
+      :class:`ScaleOffset`).
+
+    ``epsilon`` defaults to ``keras.config.epsilon()`` (bert4keras' ``K.epsilon()``).
+    ``center`` is accepted as another name of ``offset`` (Keras spelling). Statistics are
+    computed in float32 whatever the compute dtype.
+    """
+
+    def __init__(self, zero_mean=True, unit_variance=True, epsilon=None, scale=True,
+                 offset=True, center=None, **kwargs):
+        if center is not None:
+            if offset is not True and bool(offset) != bool(center):
+                raise ValueError(
+                    f"LayerNormalization: center={center!r} and offset={offset!r} disagree "
+                    "(center is another name of offset); pass one of them"
+                )
+            offset = center
+        super().__init__(scale=scale, offset=offset, **kwargs)
+        self.zero_mean = zero_mean
+        self.unit_variance = unit_variance
+        self.epsilon = keras.config.epsilon() if epsilon is None else epsilon
+
+    @property
+    def center(self):
+        """Keras' name of ``offset``: whether ``beta`` is used."""
+        return _active(self.offset)
+
+    def call(self, inputs):
+        x, cond = self.split_inputs(inputs)
+        dtype = x.dtype
+        h = ops.cast(x, "float32")
+        if self.zero_mean:
+            h = h - ops.mean(h, axis=-1, keepdims=True)
+        if self.unit_variance:
+            variance = ops.mean(ops.square(h), axis=-1, keepdims=True)
+            h = h * ops.rsqrt(variance + self.epsilon)
+        return self.scale_offset(ops.cast(h, dtype), cond)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            zero_mean=self.zero_mean,
+            unit_variance=self.unit_variance,
+            epsilon=self.epsilon,
+        )
+        return config
+
+
+_MERGE_MODES = ("add", "mul", "zero", "concat")
+
+
 class _PositionMerge(keras.layers.Layer):
     """Shared plumbing of position embeddings: inputs, merge modes, mask, shapes."""
 
     def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
         super().__init__(**kwargs)
-        if merge_mode not in ("add", "mul", "zero"):
-            raise ValueError(f"merge_mode must be 'add', 'mul' or 'zero', found {merge_mode!r}")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {_MERGE_MODES}, found {merge_mode!r}")
         self.output_dim = output_dim
         self.merge_mode = merge_mode
         self.custom_position_ids = custom_position_ids
@@ -141,7 +373,10 @@ class _PositionMerge(keras.layers.Layer):
             return x + pos
         if self.merge_mode == "mul":
             return x * (pos + 1.0)
-        return ops.broadcast_to(pos, ops.shape(x)[:-1] + (self.output_dim,))
+        pos = ops.broadcast_to(pos, tuple(ops.shape(x)[:-1]) + (self.output_dim,))
+        if self.merge_mode == "zero":
+            return pos
+        return ops.concatenate([x, pos], axis=-1)
 
     def compute_mask(self, inputs, mask=None):
         if isinstance(mask, (list, tuple)):
@@ -151,6 +386,9 @@ class _PositionMerge(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         if self.custom_position_ids:
             input_shape = input_shape[0]
+        if self.merge_mode == "concat":
+            last = None if input_shape[-1] is None else input_shape[-1] + self.output_dim
+            return tuple(input_shape[:-1]) + (last,)
         return tuple(input_shape[:-1]) + (self.output_dim,)
 
     def get_config(self):
@@ -162,17 +400,24 @@ class _PositionMerge(keras.layers.Layer):
 
 @register
 class PositionEmbedding(_PositionMerge):
-    """Trainable absolute position embedding (BERT).
+    """Trainable absolute position embedding (BERT), bert4keras arguments.
 
     Input: ``x`` (``[batch, seq, dim]``), or ``[x, position_ids]`` with
-    ``custom_position_ids=True``. ``merge_mode``: ``"add"``, ``"mul"``,
-    ``"zero"`` (return the embeddings alone).
+    ``custom_position_ids=True``. ``merge_mode``: ``"add"``, ``"mul"`` (``x * (1 + p)``),
+    ``"zero"`` (the embeddings alone, broadcast over the batch) or ``"concat"``
+    (``[x, p]`` on the last axis).
+
+    ``hierarchical`` (``True`` = 0.4, or a number ``alpha``) extends a table of ``n``
+    trained positions to ``n * n`` (hierarchical decomposition): with
+    ``u_i = (p_i - alpha p_0) / (1 - alpha)``, position ``k`` gets
+    ``alpha * u_{k // n} + (1 - alpha) * u_{k % n}``, which equals ``p_k`` for ``k < n``.
     """
 
-    def __init__(self, input_dim, output_dim, merge_mode="add",
+    def __init__(self, input_dim, output_dim, merge_mode="add", hierarchical=None,
                  embeddings_initializer="zeros", custom_position_ids=False, **kwargs):
         super().__init__(output_dim, merge_mode, custom_position_ids, **kwargs)
         self.input_dim = input_dim
+        self.hierarchical = hierarchical
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape):
@@ -183,6 +428,15 @@ class PositionEmbedding(_PositionMerge):
         )
 
     def position_embeddings(self, x, position_ids):
+        if self.hierarchical:
+            alpha = 0.4 if self.hierarchical is True else float(self.hierarchical)
+            if position_ids is None:
+                position_ids = ops.arange(ops.shape(x)[1])[None]
+            position_ids = ops.cast(position_ids, "int32")
+            table = (self.embeddings - alpha * self.embeddings[:1]) / (1.0 - alpha)
+            high = ops.take(table, position_ids // self.input_dim, axis=0)
+            low = ops.take(table, position_ids % self.input_dim, axis=0)
+            return alpha * high + (1.0 - alpha) * low
         if position_ids is None:
             return self.embeddings[None, : ops.shape(x)[1]]
         return ops.take(self.embeddings, ops.cast(position_ids, "int32"), axis=0)
@@ -191,6 +445,7 @@ class PositionEmbedding(_PositionMerge):
         config = super().get_config()
         config.update(
             input_dim=self.input_dim,
+            hierarchical=self.hierarchical,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
         )
         return config
@@ -198,7 +453,15 @@ class PositionEmbedding(_PositionMerge):
 
 @register
 class SinusoidalPositionEmbedding(_PositionMerge):
-    """Fixed sinusoidal position embedding (``[sin..., cos...]`` layout)."""
+    """Fixed sinusoidal position embedding in bert4keras' layout.
+
+    Features alternate ``sin, cos`` per frequency ``base ** (-2i / output_dim)``
+    (``emb[..., 0::2]`` sines, ``emb[..., 1::2]`` cosines), so
+    ``SinusoidalPositionEmbedding(d, "zero")`` feeds
+    :func:`bert4keras3.backend.apply_rotary_position_embeddings` (RoPE) directly.
+    Input and ``merge_mode`` as in :class:`PositionEmbedding`; custom position ids may be
+    fractional.
+    """
 
     def __init__(self, output_dim, merge_mode="add", custom_position_ids=False,
                  base=10000.0, **kwargs):
@@ -217,117 +480,55 @@ class SinusoidalPositionEmbedding(_PositionMerge):
 
 
 @register
-class LayerNormalization(keras.layers.Layer):
-    """Layer normalisation in the bert4keras style.
+class RelativePositionEmbedding(keras.layers.Layer):
+    """Relative position embedding of Shaw et al. (NEZHA), bert4keras.
 
-    * standard: ``zero_mean=True, unit_variance=True`` (gamma, beta);
-    * RMS norm (T5): ``zero_mean=False, center=False``;
-    * parameter-free (RoFormerV2): ``zero_mean=False, center=False, scale=False``;
-    * conditional: ``conditional=True`` and inputs ``[x, condition]``; gamma and
-      beta are shifted by (zero-initialised) projections of the condition.
-
-    Statistics are computed in float32 whatever the compute dtype.
+    Call ``layer([query_states, key_states])``; returns ``[q_len, k_len, output_dim]``,
+    row ``embeddings[clip(j - i, -m, m) + m]`` for query ``i`` and key ``j``, with
+    ``m = (input_dim - 1) // 2``. Feed it to :class:`MultiHeadAttention` with
+    ``p_bias="typical_relative"``.
     """
 
-    def __init__(self, center=True, scale=True, epsilon=None, zero_mean=True,
-                 unit_variance=True, conditional=False, hidden_units=None,
-                 hidden_activation="linear", hidden_initializer="glorot_uniform",
-                 **kwargs):
+    def __init__(self, input_dim, output_dim, embeddings_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        self.center = center
-        self.scale = scale
-        self.epsilon = 1e-12 if epsilon is None else epsilon
-        self.zero_mean = zero_mean
-        self.unit_variance = unit_variance
-        self.conditional = conditional
-        self.hidden_units = hidden_units
-        self.hidden_activation = hidden_activation
-        self.hidden_initializer = keras.initializers.get(hidden_initializer)
-        self.supports_masking = True
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
-    def build(self, input_shape):
-        shape = input_shape[0] if self.conditional else input_shape
-        dim = shape[-1]
-        if dim is None:
-            raise ValueError("LayerNormalization needs a known last dimension, found None")
-        if self.scale:
-            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
-        if self.center:
-            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
-        if self.conditional:
-            cond_shape = tuple(input_shape[1])
-            if self.hidden_units is not None:
-                self.hidden_dense = keras.layers.Dense(
-                    self.hidden_units,
-                    activation=B.get_activation(self.hidden_activation),
-                    use_bias=False,
-                    kernel_initializer=self.hidden_initializer,
-                    name="hidden_dense",
-                )
-                self.hidden_dense.build(cond_shape)
-                cond_shape = cond_shape[:-1] + (self.hidden_units,)
-            if self.scale:
-                self.gamma_dense = keras.layers.Dense(
-                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense"
-                )
-                self.gamma_dense.build(cond_shape)
-            if self.center:
-                self.beta_dense = keras.layers.Dense(
-                    dim, use_bias=False, kernel_initializer="zeros", name="beta_dense"
-                )
-                self.beta_dense.build(cond_shape)
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+        )
+
+    def compute_position_ids(self, inputs):
+        """Int ``[q_len, k_len]`` rows of ``embeddings`` used for each (query, key) pair."""
+        q, v = inputs
+        q_idx = ops.arange(ops.shape(q)[1], dtype="int32")[:, None]
+        v_idx = ops.arange(ops.shape(v)[1], dtype="int32")[None, :]
+        max_position = (self.input_dim - 1) // 2
+        return ops.clip(v_idx - q_idx, -max_position, max_position) + max_position
 
     def call(self, inputs):
-        if self.conditional:
-            x, cond = inputs
-            if self.hidden_units is not None:
-                cond = self.hidden_dense(cond)
-            while len(cond.shape) < len(x.shape):
-                cond = ops.expand_dims(cond, 1)
-        else:
-            x = inputs
-        dtype = x.dtype
-        h = ops.cast(x, "float32")
-        if self.zero_mean:
-            h = h - ops.mean(h, axis=-1, keepdims=True)
-        if self.unit_variance:
-            variance = ops.mean(ops.square(h), axis=-1, keepdims=True)
-            h = h * ops.rsqrt(variance + self.epsilon)
-        h = ops.cast(h, dtype)
-        if self.scale:
-            gamma = ops.cast(self.gamma, dtype)
-            if self.conditional:
-                gamma = gamma + self.gamma_dense(cond)
-            h = h * gamma
-        if self.center:
-            beta = ops.cast(self.beta, dtype)
-            if self.conditional:
-                beta = beta + self.beta_dense(cond)
-            h = h + beta
-        return h
+        return ops.take(self.embeddings, self.compute_position_ids(inputs), axis=0)
 
     def compute_mask(self, inputs, mask=None):
-        if isinstance(mask, (list, tuple)):
-            return mask[0]
-        return mask
+        return None
 
     def compute_output_shape(self, input_shape):
-        return input_shape[0] if self.conditional else input_shape
+        return (input_shape[0][1], input_shape[1][1], self.output_dim)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            center=self.center,
-            scale=self.scale,
-            epsilon=self.epsilon,
-            zero_mean=self.zero_mean,
-            unit_variance=self.unit_variance,
-            conditional=self.conditional,
-            hidden_units=self.hidden_units,
-            hidden_activation=self.hidden_activation,
-            hidden_initializer=keras.initializers.serialize(self.hidden_initializer),
+            input_dim=self.input_dim,
+            output_dim=self.output_dim,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
         )
         return config
+
+
+_P_BIASES = (None, "rotary", "typical_relative", "t5_relative")
 
 
 @register
@@ -342,19 +543,33 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias: biases on the four projections.
         attention_scale: divide scores by ``sqrt(key_size)``.
         attention_dropout: dropout rate on the attention weights.
+        return_attention_scores: return ``[output, scores]``, ``scores`` the
+            ``[batch, heads, q, k]`` logits after position bias and scaling, before the
+            attention bias and masks (as bert4keras).
         normalization: ``"softmax"``, ``"softmax_plus"`` or ``"squared_relu"``
             (see :func:`bert4keras3.backend.attention_normalize`).
-        min_length: clamp of n for ``softmax_plus`` (``None`` = as trained).
+        min_length: clamp of n for ``softmax_plus`` (``None`` = as trained; bert4keras
+            clamped at 16).
         rotary: apply RoFormer rotary position embeddings to queries and keys.
         rotary_base: rotary frequency base.
 
-    Call: ``layer(query, key=None, value=None, attention_mask=None,
+    Two call conventions.
+
+    bert4keras: ``layer([q, k, v] + extra, a_bias=None, p_bias=None)``. With a truthy
+    ``a_bias`` the next extra input is the attention bias: boolean (true = may attend) or
+    additive, ``[batch, q, k]`` or ``[batch, heads, q, k]``. ``p_bias`` takes the
+    following extra input: ``"rotary"`` (interleaved sinusoids ``[batch, seq, key_size]``,
+    e.g. ``SinusoidalPositionEmbedding(key_size, "zero")(x)``), ``"typical_relative"``
+    (``RelativePositionEmbedding`` output ``[q, k, key_size]``) or ``"t5_relative"``
+    (``RelativePositionEmbeddingT5`` output). The Keras mask of ``v`` masks the keys.
+
+    keyword: ``layer(query, key=None, value=None, attention_mask=None,
     attention_bias=None, positions=None, key_positions=None, cache=None,
     cache_index=None)``.
     ``attention_mask`` is boolean, broadcastable to ``[batch, heads, q, k]``
-    (true = may attend); ``attention_bias`` is added to the scores (e.g. T5's
-    relative bias); ``positions`` / ``key_positions`` are rotary positions
-    (default ``arange``).
+    (true = may attend; without it, self-attention uses the query's Keras mask on the
+    keys); ``attention_bias`` is added to the scaled scores (e.g. T5's relative bias);
+    ``positions`` / ``key_positions`` are rotary positions (default ``arange``).
 
     Key/value cache (static shapes, for decoding): ``cache = (k, v)`` with
     ``k`` ``[batch, heads, length, key_size]`` and ``v`` ``[batch, heads, length,
@@ -369,8 +584,8 @@ class MultiHeadAttention(keras.layers.Layer):
     decoding_role = "attention"
 
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
-                 attention_scale=True, attention_dropout=None, normalization="softmax",
-                 min_length=None, rotary=False, rotary_base=10000.0,
+                 attention_scale=True, attention_dropout=None, return_attention_scores=False,
+                 normalization="softmax", min_length=None, rotary=False, rotary_base=10000.0,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         if normalization not in ("softmax", "softmax_plus", "squared_relu"):
@@ -385,12 +600,12 @@ class MultiHeadAttention(keras.layers.Layer):
         self.use_bias = use_bias
         self.attention_scale = attention_scale
         self.attention_dropout = attention_dropout
+        self.return_attention_scores = bool(return_attention_scores)
         self.normalization = normalization
         self.min_length = min_length
         self.rotary = rotary
         self.rotary_base = rotary_base
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.supports_masking = True
         def dense(units, name):
             return keras.layers.Dense(
                 units, use_bias=use_bias, kernel_initializer=self.kernel_initializer, name=name
@@ -402,6 +617,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(attention_dropout or 0.0)
 
     def build(self, query_shape, key_shape=None, value_shape=None, *args, **kwargs):
+        if _is_shape_list(query_shape):  # layer([q, k, v, ...])
+            query_shape, key_shape, value_shape = query_shape[:3]
         key_shape = key_shape or query_shape
         value_shape = value_shape or key_shape
         self.q_dense.build(query_shape)
@@ -434,27 +651,47 @@ class MultiHeadAttention(keras.layers.Layer):
         k, v = self.project_kv(key, value)
         return ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
 
+    def attention_scores(self, q, k, heads_first=False, relative=None, position_bias=None):
+        """Scores ``[batch, heads, q, k]`` of projected ``q`` / ``k``, scaled.
+
+        ``relative`` (``[q, k, key_size]``) adds ``q . r_ij`` and ``position_bias``
+        (``[batch or 1, heads, q, k]``) is added, both before scaling (bert4keras).
+        """
+        scores = B.multihead_scores(q, k, key_heads_first=heads_first)
+        if relative is not None:
+            scores = scores + ops.einsum("bjhd,jkd->bhjk", q, ops.cast(relative, q.dtype))
+        if position_bias is not None:
+            scores = scores + ops.cast(position_bias, scores.dtype)
+        if self.attention_scale:
+            scores = scores / ops.cast(self.key_size ** 0.5, scores.dtype)
+        return scores
+
+    def attention_output(self, weights, v, heads_first=False, relative=None):
+        """``o_dense`` of the weighted values (+ ``sum_j a_ij r_ij`` with ``relative``)."""
+        out = B.multihead_values(weights, v, value_heads_first=heads_first)
+        if relative is not None:
+            out = out + ops.einsum("bhjk,jkd->bjhd", weights, ops.cast(relative, weights.dtype))
+        out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
+        return self.o_dense(out)
+
     def attend(self, q, k, v, attention_mask=None, attention_bias=None, training=None,
-               heads_first=False):
+               heads_first=False, return_scores=False):
         """Attention of projected ``q`` over projected ``k``/``v``; returns the output projection.
 
         ``q`` is ``[batch, q, heads, size]``; ``k``/``v`` are ``[batch, k, heads, size]``, or
         ``[batch, heads, k, size]`` with ``heads_first`` (caches).
         """
-        scores = B.multihead_scores(q, k, key_heads_first=heads_first)
-        if self.attention_scale:
-            scores = scores / ops.cast(self.key_size ** 0.5, scores.dtype)
+        scores = self.attention_scores(q, k, heads_first)
         if attention_bias is not None:
             scores = scores + ops.cast(attention_bias, scores.dtype)
         if attention_mask is not None:
             attention_mask = ops.cast(attention_mask, "bool")
         weights = B.attention_normalize(
-            scores, attention_mask, self.normalization, min_length=self.min_length
+            scores, attention_mask, method=self.normalization, min_length=self.min_length
         )
         weights = self.dropout(weights, training=training)
-        out = B.multihead_values(weights, v, value_heads_first=heads_first)
-        out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
-        return self.o_dense(out)
+        out = self.attention_output(weights, v, heads_first)
+        return (out, scores) if return_scores else out
 
     def init_cache(self, batch, length, dtype=None):
         """A zero key/value cache ``(k, v)`` with ``length`` slots."""
@@ -462,9 +699,74 @@ class MultiHeadAttention(keras.layers.Layer):
         return (ops.zeros((batch, self.heads, length, self.key_size), dtype),
                 ops.zeros((batch, self.heads, length, self.head_size), dtype))
 
+    def _call_list(self, inputs, mask, a_bias, p_bias, attention_mask, attention_bias,
+                   training):
+        """bert4keras' ``layer([q, k, v, (a_bias), (p_bias input)], a_bias=, p_bias=)``."""
+        inputs = list(inputs)
+        if len(inputs) < 3:
+            raise ValueError(
+                "MultiHeadAttention takes [q, k, v] (+ a_bias / p_bias inputs) as a list; "
+                f"found {len(inputs)} tensor(s)"
+            )
+        if p_bias not in _P_BIASES:
+            raise ValueError(f"p_bias must be one of {_P_BIASES}, found {p_bias!r}")
+        q, k, v = inputs[:3]
+        n = 3
+        bias = None
+        if B._is_tensor_like(a_bias):
+            bias = a_bias
+        elif a_bias:
+            bias, n = inputs[n], n + 1
+        extra = inputs[n] if p_bias is not None else None
+        qw = self.project_q(q)
+        kw, vw = self.project_kv(k, v)
+        if p_bias == "rotary":
+            qw, kw = B.apply_rotary_position_embeddings(extra, qw, kw)
+        elif self.rotary:
+            qw = self.rotate(qw, ops.arange(ops.shape(qw)[1]))
+            kw = self.rotate(kw, ops.arange(ops.shape(kw)[1]))
+        relative = extra if p_bias == "typical_relative" else None
+        position_bias = None
+        if p_bias == "t5_relative":
+            position_bias = extra
+            if len(extra.shape) == 3:  # bert4keras layout [q, k, heads]
+                position_bias = ops.transpose(extra, (2, 0, 1))[None]
+        scores = self.attention_scores(qw, kw, relative=relative, position_bias=position_bias)
+        additive, allowed = attention_bias, None
+        if bias is not None:
+            if len(bias.shape) == 3:  # [batch, q, k]
+                bias = bias[:, None]
+            if B.dtype(bias) == "bool":
+                allowed = bias
+            else:
+                additive = bias if additive is None else additive + ops.cast(bias, additive.dtype)
+        if attention_mask is not None:
+            attention_mask = ops.cast(attention_mask, "bool")
+            allowed = attention_mask if allowed is None else ops.logical_and(allowed, attention_mask)
+        logits = scores if additive is None else scores + ops.cast(additive, scores.dtype)
+        v_mask = None if mask is None else mask[2]
+        weights = B.attention_normalize(
+            logits, v_mask, axis=-1, method=self.normalization, bias=allowed,
+            min_length=self.min_length,
+        )
+        weights = self.dropout(weights, training=training)
+        out = self.attention_output(weights, vw, relative=relative)
+        return [out, scores] if self.return_attention_scores else out
+
     def call(self, query, key=None, value=None, attention_mask=None,
              attention_bias=None, positions=None, key_positions=None, cache=None,
-             cache_index=None, training=None):
+             cache_index=None, training=None, mask=None, a_bias=None, p_bias=None):
+        if isinstance(query, (list, tuple)):
+            return self._call_list(query, mask, a_bias, p_bias, attention_mask,
+                                   attention_bias, training)
+        if a_bias is not None or p_bias is not None:
+            raise ValueError(
+                "a_bias / p_bias belong to the list call layer([q, k, v, ...], a_bias=..., "
+                "p_bias=...); with a single query tensor use attention_mask / attention_bias"
+            )
+        want_scores = self.return_attention_scores
+        if want_scores and cache is not None:
+            raise ValueError("return_attention_scores is not available with a key/value cache")
         q = self.project_q(query)
         if self.rotary and positions is None:
             positions = ops.arange(ops.shape(q)[1])
@@ -474,6 +776,8 @@ class MultiHeadAttention(keras.layers.Layer):
                               attention_bias, training, heads_first=True)
             return out, cache
         self_attention = key is None
+        if self_attention and attention_mask is None and mask is not None and cache is None:
+            attention_mask = ops.cast(mask, "bool")[:, None, None, :]
         key = query if key is None else key
         value = key if value is None else value
         k, v = self.project_kv(key, value)
@@ -482,14 +786,29 @@ class MultiHeadAttention(keras.layers.Layer):
                 key_positions = positions if self_attention else ops.arange(ops.shape(k)[1])
             q, k = self.rotate(q, positions), self.rotate(k, key_positions)
         if cache is None:
-            return self.attend(q, k, v, attention_mask, attention_bias, training)
+            out = self.attend(q, k, v, attention_mask, attention_bias, training,
+                              return_scores=want_scores)
+            return list(out) if want_scores else out
         new = (ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3)))
         k, v = B.write_cache(cache, new, cache_index, axis=2)
         out = self.attend(q, k, v, attention_mask, attention_bias, training, heads_first=True)
         return out, (k, v)
 
-    def compute_output_shape(self, query_shape, *args, **kwargs):
-        return tuple(query_shape[:-1]) + (self.out_dim,)
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self.return_attention_scores:
+            return [mask, None]
+        return mask
+
+    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
+        if _is_shape_list(query_shape):
+            query_shape, key_shape = query_shape[0], query_shape[1]
+        out = tuple(query_shape[:-1]) + (self.out_dim,)
+        if self.return_attention_scores:
+            k_len = (key_shape or query_shape)[1]
+            return [out, (query_shape[0], self.heads, query_shape[1], k_len)]
+        return out
 
     def get_config(self):
         config = super().get_config()
@@ -501,6 +820,7 @@ class MultiHeadAttention(keras.layers.Layer):
             use_bias=self.use_bias,
             attention_scale=self.attention_scale,
             attention_dropout=self.attention_dropout,
+            return_attention_scores=self.return_attention_scores,
             normalization=self.normalization,
             min_length=self.min_length,
             rotary=self.rotary,

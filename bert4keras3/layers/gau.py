@@ -15,50 +15,13 @@ import keras
 from keras import ops
 
 from bert4keras3 import backend as B
+from bert4keras3.layers.core import ScaleOffset, _is_shape_list
 
-__all__ = ["ScaleOffset", "GatedAttentionUnit"]
+__all__ = ["GatedAttentionUnit"]
 
 register = keras.saving.register_keras_serializable(package="bert4keras3")
 
 _NORMALIZATIONS = ("softmax", "softmax_plus", "squared_relu")
-
-
-@register
-class ScaleOffset(keras.layers.Layer):
-    """Element-wise ``x * gamma + beta`` over the last axis (``gamma`` = 1, ``beta`` = 0 initially).
-
-    Args:
-        scale: learn ``gamma``.
-        offset: learn ``beta``.
-    """
-
-    def __init__(self, scale=True, offset=True, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = scale
-        self.offset = offset
-        self.supports_masking = True
-
-    def build(self, input_shape):
-        dim = input_shape[-1]
-        if dim is None:
-            raise ValueError("ScaleOffset needs a known last dimension, found None")
-        if self.scale:
-            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
-        if self.offset:
-            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
-
-    def call(self, inputs):
-        x = inputs
-        if self.scale:
-            x = x * ops.cast(self.gamma, x.dtype)
-        if self.offset:
-            x = x + ops.cast(self.beta, x.dtype)
-        return x
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(scale=self.scale, offset=self.offset)
-        return config
 
 
 def _squeeze_heads(t):
@@ -78,27 +41,41 @@ class GatedAttentionUnit(keras.layers.Layer):
     """Gated Attention Unit (single-head attention with a shared q/k projection).
 
     Sublayers (weight paths): ``i_dense`` (``hidden -> 2 * units + key_size``, activated),
-    ``o_dense`` (``units -> hidden``), ``q_scaleoffset``, ``k_scaleoffset``.
+    ``o_dense`` (``units -> hidden``), ``q_scaleoffset``, ``k_scaleoffset``; with
+    ``self_attention=False`` ``uq_dense``, ``k_dense``, ``v_dense`` (all activated) and
+    ``o_dense``, as bert4keras.
 
     Args:
         units: width ``e`` of the gate ``u`` and the values ``v``.
         key_size: width ``s`` of the shared query/key projection.
-        activation: applied to the whole input projection (GAU-alpha: ``"swish"``).
-        use_bias: biases on ``i_dense``/``o_dense`` and offsets on the scale-offsets.
+        activation: applied to the input projections (GAU-alpha: ``"swish"``).
+        use_bias: biases on the projections and offsets on the scale-offsets.
         normalization: ``"softmax"``, ``"softmax_plus"`` or ``"squared_relu"``.
-        min_length: for ``softmax_plus``, use ``log(max(n, min_length))`` (``None`` = as
-            trained).
+        self_attention: ``False`` for attention of ``q`` over separate ``k``, ``v``
+            (bert4keras list call ``layer([q, k, v, ...])`` only).
         attention_scale: divide scores by ``sqrt(key_size)``.
         attention_dropout: dropout rate on the attention weights.
-        rotary: apply rotary position embeddings to queries and keys.
+        kernel_initializer: of every projection.
+        min_length: for ``softmax_plus``, use ``log(max(n, min_length))`` (``None`` = as
+            trained).
+        rotary: apply rotary position embeddings to queries and keys (GAU-alpha; the
+            default). In the list call ``p_bias="rotary"`` supplies them instead.
         rotary_base: rotary frequency base.
 
-    Call: ``layer(x, attention_mask=None, attention_bias=None, positions=None,
+    Two call conventions.
+
+    keyword: ``layer(x, attention_mask=None, attention_bias=None, positions=None,
     cache=None, cache_index=None)``.
     ``attention_mask`` is boolean, broadcastable to ``[batch, q, k]`` (``[batch, 1, q, k]``
     accepted; true = may attend); without it the Keras mask of ``x`` (padding) is used.
     ``attention_bias`` is added to the scores. ``positions``: rotary positions
     (``[seq]`` or ``[batch, seq]``, default ``arange(seq)``).
+
+    bert4keras: ``layer([x] + extra, a_bias=None, p_bias=None)`` (``[q, k, v] + extra``
+    with ``self_attention=False``): a truthy ``a_bias`` takes the next input as the
+    attention bias (boolean mask or additive, ``[batch, q, k]``); ``p_bias="rotary"``
+    takes the next input as interleaved sinusoids ``[batch, seq, key_size]``. The Keras
+    mask of the first input masks the keys.
 
     Key/value cache (decoding): ``cache = (k, v)``, ``k`` ``[batch, length, key_size]``,
     ``v`` ``[batch, length, units]`` (see :meth:`init_cache`); the new tokens' keys and
@@ -113,9 +90,9 @@ class GatedAttentionUnit(keras.layers.Layer):
     """
 
     def __init__(self, units, key_size, activation="swish", use_bias=True,
-                 normalization="squared_relu", min_length=None, attention_scale=True,
-                 attention_dropout=None, rotary=True, rotary_base=10000.0,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 normalization="squared_relu", self_attention=True, attention_scale=True,
+                 attention_dropout=None, kernel_initializer="glorot_uniform", min_length=None,
+                 rotary=True, rotary_base=10000.0, **kwargs):
         super().__init__(**kwargs)
         if normalization not in _NORMALIZATIONS:
             raise ValueError(
@@ -129,6 +106,7 @@ class GatedAttentionUnit(keras.layers.Layer):
         self._act = B.get_activation(activation)
         self.use_bias = use_bias
         self.normalization = normalization
+        self.self_attention = bool(self_attention)
         self.min_length = min_length
         self.attention_scale = attention_scale
         self.attention_dropout = attention_dropout
@@ -136,28 +114,46 @@ class GatedAttentionUnit(keras.layers.Layer):
         self.rotary_base = rotary_base
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True
-        self.i_dense = keras.layers.Dense(
-            2 * self.units + self.key_size, use_bias=use_bias,
-            kernel_initializer=self.kernel_initializer, name="i_dense",
-        )
-        self.q_scaleoffset = ScaleOffset(offset=use_bias, name="q_scaleoffset")
-        self.k_scaleoffset = ScaleOffset(offset=use_bias, name="k_scaleoffset")
+
+        def dense(units, name):
+            return keras.layers.Dense(units, use_bias=use_bias,
+                                      kernel_initializer=self.kernel_initializer, name=name)
+
+        if self.self_attention:
+            self.i_dense = dense(2 * self.units + self.key_size, "i_dense")
+            self.q_scaleoffset = ScaleOffset(offset=use_bias, name="q_scaleoffset")
+            self.k_scaleoffset = ScaleOffset(offset=use_bias, name="k_scaleoffset")
+        else:
+            self.uq_dense = dense(self.units + self.key_size, "uq_dense")
+            self.k_dense = dense(self.key_size, "k_dense")
+            self.v_dense = dense(self.units, "v_dense")
         self.dropout = keras.layers.Dropout(attention_dropout or 0.0)
 
     decoding_role = "attention"
 
     def build(self, input_shape, *args, **kwargs):
-        hidden = input_shape[-1]
+        shapes = list(input_shape) if _is_shape_list(input_shape) else [input_shape]
+        hidden = shapes[0][-1]
         if hidden is None:
             raise ValueError("GatedAttentionUnit needs a known hidden size, found None")
-        self.i_dense.build(input_shape)
-        self.q_scaleoffset.build((None, self.key_size))
-        self.k_scaleoffset.build((None, self.key_size))
+        if self.self_attention:
+            self.i_dense.build(shapes[0])
+            self.q_scaleoffset.build((None, self.key_size))
+            self.k_scaleoffset.build((None, self.key_size))
+        else:
+            if len(shapes) < 3:
+                raise ValueError(
+                    "GatedAttentionUnit(self_attention=False) takes [q, k, v, ...]; found "
+                    f"input shape {input_shape}"
+                )
+            self.uq_dense.build(shapes[0])
+            self.k_dense.build(shapes[1])
+            self.v_dense.build(shapes[2])
         self.o_dense = keras.layers.Dense(
             hidden, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
             name="o_dense",
         )
-        self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
+        self.o_dense.build(tuple(shapes[0][:-1]) + (self.units,))
 
     def init_cache(self, batch, length, dtype=None):
         """A zero key/value cache ``(k, v)`` with ``length`` slots."""
@@ -165,43 +161,103 @@ class GatedAttentionUnit(keras.layers.Layer):
         return (ops.zeros((batch, length, self.key_size), dtype),
                 ops.zeros((batch, length, self.units), dtype))
 
-    def project(self, x, positions=None):
+    def _rotate(self, q, k, positions):
+        if positions is None:
+            positions = ops.arange(ops.shape(q)[1])
+        sin, cos = B.rotary_sin_cos(positions, self.key_size, self.rotary_base)
+        return B.apply_rotary(q, sin, cos), B.apply_rotary(k, sin, cos)
+
+    def project(self, x, positions=None, rotate=True):
         """Project ``x`` ``[batch, seq, hidden]`` to ``(u, q, k, v)``.
 
         ``q``/``k`` (``[batch, seq, key_size]``) carry the rotary rotation for
-        ``positions`` (default ``arange(seq)``); ``u``/``v`` are ``[batch, seq, units]``.
+        ``positions`` (default ``arange(seq)``) when ``rotary`` and ``rotate``;
+        ``u``/``v`` are ``[batch, seq, units]``.
         """
+        if not self.self_attention:
+            raise ValueError(
+                "GatedAttentionUnit(self_attention=False) is called as layer([q, k, v, ...])"
+            )
         h = self._act(self.i_dense(x))
         u = h[..., : self.units]
         v = h[..., self.units: 2 * self.units]
         z = h[..., 2 * self.units:]
         q, k = self.q_scaleoffset(z), self.k_scaleoffset(z)
-        if self.rotary:
-            if positions is None:
-                positions = ops.arange(ops.shape(x)[1])
-            sin, cos = B.rotary_sin_cos(positions, self.key_size, self.rotary_base)
-            q, k = B.apply_rotary(q, sin, cos), B.apply_rotary(k, sin, cos)
+        if self.rotary and rotate:
+            q, k = self._rotate(q, k, positions)
         return u, q, k, v
 
-    def attend(self, u, q, k, v, attention_mask=None, attention_bias=None, training=None):
-        """Gated attention output ``o_dense(u * (A v))`` of ``q`` over keys ``k``/values ``v``."""
+    def attend(self, u, q, k, v, attention_mask=None, attention_bias=None, training=None,
+               key_mask=None):
+        """Gated attention output ``o_dense(u * (A v))`` of ``q`` over keys ``k``/values ``v``.
+
+        ``key_mask``: a ``[batch, k]`` sequence mask of the keys.
+        """
         scores = ops.matmul(q, ops.transpose(k, (0, 2, 1)))
         if self.attention_scale:
             scores = scores / ops.cast(self.key_size ** 0.5, scores.dtype)
+        attention_mask = _squeeze_heads(attention_mask)
         attention_bias = _squeeze_heads(attention_bias)
         if attention_bias is not None:
-            scores = scores + ops.cast(attention_bias, scores.dtype)
-        attention_mask = _squeeze_heads(attention_mask)
+            if B.dtype(attention_bias) == "bool":
+                attention_mask = attention_bias if attention_mask is None else ops.logical_and(
+                    ops.cast(attention_mask, "bool"), attention_bias)
+            else:
+                scores = scores + ops.cast(attention_bias, scores.dtype)
+        if key_mask is not None:
+            key_mask = ops.cast(key_mask, "bool")[:, None, :]
+            attention_mask = key_mask if attention_mask is None else ops.logical_and(
+                ops.cast(attention_mask, "bool"), key_mask)
         if attention_mask is not None:
             attention_mask = ops.cast(attention_mask, "bool")
         weights = B.attention_normalize(
-            scores, attention_mask, self.normalization, min_length=self.min_length
+            scores, attention_mask, method=self.normalization, min_length=self.min_length
         )
         weights = self.dropout(weights, training=training)
         return self.o_dense(u * ops.matmul(weights, v))
 
+    def _call_list(self, inputs, mask, a_bias, p_bias, training):
+        """bert4keras' ``layer([x (or q, k, v), (a_bias), (sinusoids)], a_bias=, p_bias=)``."""
+        inputs = list(inputs)
+        if p_bias not in (None, "rotary"):
+            raise ValueError(f"GatedAttentionUnit: p_bias must be None or 'rotary', found {p_bias!r}")
+        n = 1 if self.self_attention else 3
+        if len(inputs) < n:
+            raise ValueError(
+                f"GatedAttentionUnit(self_attention={self.self_attention}) takes at least {n} "
+                f"input(s) in its list call, found {len(inputs)}"
+            )
+        key_mask = None
+        if isinstance(mask, (list, tuple)):
+            key_mask = mask[0] if self.self_attention else mask[2]
+        bias = None
+        if a_bias:
+            bias, n = inputs[n], n + 1
+            if len(bias.shape) == 4:
+                bias = _squeeze_heads(bias)
+        if self.self_attention:
+            u, q, k, v = self.project(inputs[0], rotate=p_bias is None)
+        else:
+            q, k, v = inputs[:3]
+            uq = self._act(self.uq_dense(q))
+            u, q = uq[..., : self.units], uq[..., self.units:]
+            k, v = self._act(self.k_dense(k)), self._act(self.v_dense(v))
+            if self.rotary and p_bias is None:
+                q, k = self._rotate(q, k, None)
+        if p_bias == "rotary":
+            q, k = B.apply_rotary_position_embeddings(inputs[n], q, k)
+        return self.attend(u, q, k, v, attention_bias=bias, training=training,
+                           key_mask=key_mask)
+
     def call(self, x, attention_mask=None, attention_bias=None, positions=None,
-             cache=None, cache_index=None, training=None, mask=None):
+             cache=None, cache_index=None, training=None, mask=None, a_bias=None, p_bias=None):
+        if isinstance(x, (list, tuple)):
+            return self._call_list(x, mask, a_bias, p_bias, training)
+        if a_bias is not None or p_bias is not None:
+            raise ValueError(
+                "a_bias / p_bias belong to the list call layer([x, ...], a_bias=..., p_bias=...); "
+                "with a single tensor use attention_mask / attention_bias / positions"
+            )
         if attention_mask is None and mask is not None:
             attention_mask = ops.cast(mask, "bool")[:, None, :]
         u, q, k, v = self.project(x, positions)
@@ -212,7 +268,14 @@ class GatedAttentionUnit(keras.layers.Layer):
         k, v = B.write_cache(cache, (k, v), cache_index)
         return self.attend(u, q, k, v, attention_mask, attention_bias, training), (k, v)
 
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            return mask[0]
+        return mask
+
     def compute_output_shape(self, input_shape, *args, **kwargs):
+        if _is_shape_list(input_shape):
+            return tuple(input_shape[0])
         return tuple(input_shape)
 
     def get_config(self):
@@ -223,6 +286,7 @@ class GatedAttentionUnit(keras.layers.Layer):
             activation=self.activation,
             use_bias=self.use_bias,
             normalization=self.normalization,
+            self_attention=self.self_attention,
             min_length=self.min_length,
             attention_scale=self.attention_scale,
             attention_dropout=self.attention_dropout,

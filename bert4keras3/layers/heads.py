@@ -9,6 +9,8 @@ PyTorch. Weight layouts follow bert4keras, so weights trained there map 1:1:
   query, odd = key) and ``q_dense`` (``Dense(heads * 2)`` on the ``p_dense`` output;
   per head, the even channel is the end bias and the odd one the start bias).
 * ``ConditionalRandomField``: one ``trans`` matrix ``[num_labels, num_labels]``.
+* ``MaximumEntropyMarkovModel``: ``trans`` ``[num_labels, num_labels]``, or ``l_trans`` and
+  ``r_trans`` ``[num_labels, hidden_dim]`` (low-rank ``trans = l_trans r_trans^T``).
 """
 
 import math
@@ -23,6 +25,7 @@ __all__ = [
     "EfficientGlobalPointer",
     "GPLinker",
     "ConditionalRandomField",
+    "MaximumEntropyMarkovModel",
     "mask_value",
     "MASK_THRESHOLD",
 ]
@@ -512,3 +515,166 @@ class ConditionalRandomField(keras.layers.Layer):
         tags = ops.concatenate([ops.transpose(tags, (1, 0)), last[:, None]], axis=1)
         tags = ops.cast(tags, "int32")
         return ops.where(mask, tags, ops.zeros_like(tags))
+
+
+def _reverse_valid(x, lengths):
+    """Reverse the first ``lengths[b]`` steps of each row of ``x`` ``[batch, seq, ...]``."""
+    n = ops.shape(x)[1]
+    steps = ops.arange(n, dtype="int32")[None, :]
+    lengths = ops.cast(lengths, "int32")[:, None]
+    index = ops.where(steps < lengths, lengths - 1 - steps, steps)
+    for _ in range(len(x.shape) - 2):
+        index = ops.expand_dims(index, -1)
+    index = ops.broadcast_to(index, ops.shape(x)) if len(x.shape) > 2 else index
+    return ops.take_along_axis(x, index, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="bert4keras3")
+class MaximumEntropyMarkovModel(keras.layers.Layer):
+    """(Bidirectional) maximum-entropy Markov model output layer (bert4keras semantics).
+
+    A lighter alternative to :class:`ConditionalRandomField` with the same use: the layer
+    passes its emissions ``[batch, seq, num_labels]`` through (padded positions set to
+    :func:`mask_value`) and provides losses and metrics. Each step is a softmax over
+    ``(e_t + trans[y_{t-1}]) / 2`` (the first step over ``e_0``); the loss averages the
+    left-to-right model and the right-to-left one (reversed sequence, transposed
+    transitions), each a per-token cross-entropy over the unpadded positions.
+
+    Args:
+        lr_multiplier: scales the effective learning rate of the transitions (the variables
+            store ``trans / lr_multiplier``).
+        hidden_dim: if set, ``trans = l_trans @ r_trans.T`` with two
+            ``[num_labels, hidden_dim]`` factors.
+
+    Use::
+
+        memm = MaximumEntropyMarkovModel(lr_multiplier=100)
+        out = memm(keras.layers.Dense(num_labels)(hidden))
+        model.compile(loss=memm.sparse_loss, metrics=[memm.sparse_accuracy])
+    """
+
+    def __init__(self, lr_multiplier=1, hidden_dim=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(lr_multiplier, (int, float)) or lr_multiplier <= 0:
+            raise ValueError(f"`lr_multiplier` must be a positive number, found {lr_multiplier!r}.")
+        if hidden_dim is not None:
+            _check_positive_int("hidden_dim", hidden_dim)
+        self.lr_multiplier = lr_multiplier
+        self.hidden_dim = hidden_dim
+
+    def build(self, input_shape):
+        if len(input_shape) != 3 or input_shape[-1] is None:
+            raise ValueError(
+                "MaximumEntropyMarkovModel expects emissions of shape [batch, seq, num_labels] "
+                f"with a known num_labels, found {tuple(input_shape)}."
+            )
+        self.num_labels = num = input_shape[-1]
+        if self.hidden_dim is None:
+            names = {"_trans": (num, num)}
+        else:
+            names = {"_l_trans": (num, self.hidden_dim), "_r_trans": (num, self.hidden_dim)}
+        for attr, shape in names.items():
+            weight = self.add_weight(name=attr[1:], shape=shape, initializer="glorot_uniform")
+            if self.lr_multiplier != 1:
+                weight.assign(weight / self.lr_multiplier)
+            setattr(self, attr, weight)
+        self.built = True
+
+    def _scaled(self, weight):
+        if self.lr_multiplier != 1:
+            return weight * self.lr_multiplier
+        return ops.convert_to_tensor(weight)
+
+    @property
+    def trans(self):
+        """The effective transition matrix ``[num_labels, num_labels]``."""
+        if self.hidden_dim is None:
+            return self._scaled(self._trans)
+        return ops.matmul(self.l_trans, ops.transpose(self.r_trans))
+
+    @property
+    def l_trans(self):
+        """Left factor of the low-rank transitions (``hidden_dim`` set)."""
+        return self._scaled(self._l_trans)
+
+    @property
+    def r_trans(self):
+        """Right factor of the low-rank transitions (``hidden_dim`` set)."""
+        return self._scaled(self._r_trans)
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return inputs
+        mask = _check_mask(type(self).__name__, inputs, mask)
+        return ops.where(mask[..., None], inputs, ops.cast(mask_value(inputs.dtype), inputs.dtype))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(lr_multiplier=self.lr_multiplier, hidden_dim=self.hidden_dim)
+        return config
+
+    def reverse_sequence(self, inputs, mask=None):
+        """Reverse each tensor of ``inputs`` along the sequence, within the unpadded part."""
+        if mask is None:
+            return [ops.flip(x, axis=1) for x in inputs]
+        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+        return [_reverse_valid(x, lengths) for x in inputs]
+
+    def _logits(self, y_true, y_pred, go_backwards):
+        """Mask, labels and the per-step logits ``(e_t + history_t) / 2``."""
+        y_pred = _to_float(y_pred)
+        mask = ops.all(ops.greater(y_pred, MASK_THRESHOLD), axis=-1)
+        y_true = ops.convert_to_tensor(y_true)
+        if len(y_true.shape) == 3 and y_true.shape[-1] == 1:
+            y_true = y_true[..., 0]
+        y_true = ops.cast(ops.round(ops.cast(y_true, "float32")), "int32")
+        if go_backwards:
+            y_true, y_pred = self.reverse_sequence([y_true, y_pred], mask)
+        if self.hidden_dim is None:
+            trans = ops.cast(self.trans, y_pred.dtype)
+            if go_backwards:
+                trans = ops.transpose(trans)
+            history = ops.take(trans, y_true, axis=0)
+        else:
+            left, right = ops.cast(self.l_trans, y_pred.dtype), ops.cast(self.r_trans, y_pred.dtype)
+            if go_backwards:
+                left, right = right, left
+            history = ops.matmul(ops.take(left, y_true, axis=0), ops.transpose(right))
+        history = ops.concatenate([y_pred[:, :1], history[:, :-1]], axis=1)
+        logits = ops.where(mask[..., None], (y_pred + history) / 2, ops.zeros_like(y_pred))
+        return y_true, logits, ops.cast(mask, y_pred.dtype)
+
+    def basic_loss(self, y_true, y_pred, go_backwards=False):
+        """Token-averaged cross-entropy of one direction (integer ``y_true``)."""
+        y_true, logits, mask = self._logits(y_true, y_pred, go_backwards)
+        loss = ops.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def sparse_loss(self, y_true, y_pred):
+        """Loss with integer labels ``[batch, seq]``: mean of both directions."""
+        return (self.basic_loss(y_true, y_pred, False) + self.basic_loss(y_true, y_pred, True)) / 2
+
+    def dense_loss(self, y_true, y_pred):
+        """Loss with one-hot labels ``[batch, seq, num_labels]``."""
+        return self.sparse_loss(ops.argmax(y_true, axis=-1), y_pred)
+
+    def basic_accuracy(self, y_true, y_pred, go_backwards=False):
+        """Per-token accuracy of one direction over unpadded positions (integer ``y_true``)."""
+        y_true, logits, mask = self._logits(y_true, y_pred, go_backwards)
+        hit = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(logits, axis=-1), "int32")), mask.dtype)
+        return ops.sum(hit * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def sparse_accuracy(self, y_true, y_pred):
+        """Per-token accuracy (integer labels), mean of both directions."""
+        return (self.basic_accuracy(y_true, y_pred, False)
+                + self.basic_accuracy(y_true, y_pred, True)) / 2
+
+    def dense_accuracy(self, y_true, y_pred):
+        """Per-token accuracy with one-hot labels."""
+        return self.sparse_accuracy(ops.argmax(y_true, axis=-1), y_pred)

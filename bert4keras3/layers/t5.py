@@ -61,12 +61,12 @@ def relative_position_bucket(relative_position, bidirectional=True, num_buckets=
 class RelativePositionEmbeddingT5(keras.layers.Layer):
     """T5 relative position bias, shared by all layers of a stack.
 
-    Args:
+    Args (bert4keras order):
         input_dim: number of buckets (``relative_attention_num_buckets``).
         output_dim: number of attention heads.
+        max_distance: ``relative_attention_max_distance``.
         bidirectional: ``True`` for the encoder, ``False`` (causal buckets)
             for decoder self-attention.
-        max_distance: ``relative_attention_max_distance``.
 
     Call: ``layer([query_states, key_states], positions=None, key_positions=None)``
     returns the bias ``[1, heads, q_len, k_len]`` for positions ``arange(q_len)`` /
@@ -74,10 +74,12 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
     ``[batch, heads, q, k]``) and ``key_positions`` (``[k]``) serve cached decoding.
 
     The weight ``embeddings`` has shape ``[buckets, heads]`` (the Hugging Face
-    layout; Mesh TensorFlow stores its transpose).
+    layout; Mesh TensorFlow stores its transpose). Unlike bert4keras (``[q, k, heads]``)
+    the output is heads-first, ready to add to the scores; ``MultiHeadAttention``'s
+    ``p_bias="t5_relative"`` accepts both layouts.
     """
 
-    def __init__(self, input_dim, output_dim, bidirectional=True, max_distance=128,
+    def __init__(self, input_dim, output_dim, max_distance=128, bidirectional=True,
                  embeddings_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
@@ -106,6 +108,15 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
         if len(q.shape) == 1:
             return ops.expand_dims(ops.transpose(bias, (2, 0, 1)), 0)
         return ops.transpose(bias, (0, 3, 1, 2))
+
+    def compute_position_ids(self, inputs):
+        """Int ``[q_len, k_len]`` bucket ids of the (query, key) pairs (bert4keras)."""
+        query, key = inputs
+        q = ops.arange(ops.shape(query)[1], dtype="int32")
+        k = ops.arange(ops.shape(key)[1], dtype="int32")
+        return relative_position_bucket(
+            k[None, :] - q[:, None], self.bidirectional, self.input_dim, self.max_distance
+        )
 
     def call(self, inputs, positions=None, key_positions=None):
         query, key = inputs
