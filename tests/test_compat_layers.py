@@ -470,3 +470,42 @@ def test_compat_layers_round_trip_keras_and_weights_files(tmp_path):
         if type(layer).__module__.startswith("bert4keras3"):
             clone = type(layer).from_config(layer.get_config())
             assert clone.get_config() == layer.get_config(), layer.name
+
+
+def test_bert4keras_unilm_script_trains_unchanged():
+    """The seq2seq pattern of bert4keras' UniLM examples, with only the imports changed."""
+    from bert4keras3.models import build_transformer_model
+    from bert4keras3.snippets import DataGenerator, sequence_padding
+
+    class data_generator(DataGenerator):
+        def __iter__(self, random=False):
+            batch_token_ids, batch_segment_ids = [], []
+            for is_end, (a, b) in self.sample(random):
+                batch_token_ids.append([2] + a + [3] + b + [3])
+                batch_segment_ids.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+                if len(batch_token_ids) == self.batch_size or is_end:
+                    yield [sequence_padding(batch_token_ids),
+                           sequence_padding(batch_segment_ids)], None
+                    batch_token_ids, batch_segment_ids = [], []
+
+    class Seq2SeqCrossEntropy(L.Loss):
+        def compute_loss(self, inputs, mask=None):
+            y_true, y_mask, y_pred = inputs
+            y_true, y_mask, y_pred = y_true[:, 1:], y_mask[:, 1:], y_pred[:, :-1]
+            loss = K.sparse_categorical_crossentropy(y_true, y_pred)
+            return K.sum(loss * y_mask) / K.sum(y_mask)
+
+    config = dict(vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, hidden_act="gelu", max_position_embeddings=64,
+                  type_vocab_size=2)
+    model = build_transformer_model(config, application="unilm")
+    output = Seq2SeqCrossEntropy(2)(model.inputs + model.outputs)
+    model = keras.models.Model(model.inputs, output)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rng = np.random.RandomState(0)
+    data = [(list(rng.randint(4, 20, rng.randint(2, 6))), list(rng.randint(4, 20, rng.randint(1, 5))))
+            for _ in range(40)]
+    gen = data_generator(data, batch_size=8)
+    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
