@@ -41,6 +41,7 @@ from bert4keras3.losses import (  # noqa: E402
     global_pointer_decode,
     precision_recall_f1,
 )
+from bert4keras3.optimizers import AdaFactor  # noqa: E402
 from bert4keras3.snippets import DataGenerator, sequence_padding  # noqa: E402
 
 #: characters the task readers insert into texts (WSC span markers, the CSL keyword
@@ -232,68 +233,14 @@ def run_model(model, features, collate, reduce, batch_size, desc=None):
 
 
 # --------------------------------------------------------------------------- optimizer
-@keras.saving.register_keras_serializable(package="clue")
-class AdaFactor(keras.optimizers.Optimizer):
-    """AdaFactor as bert4keras' CLUE baselines run it (Shazeer & Stern, 2018).
-
-    Second moment kept in full (bert4keras' ``min_dim_size_to_factor=10**6`` never
-    factors a BERT matrix), ``beta2_t = 1 - t**-decay_rate``, updates clipped to RMS
-    ``clipping_threshold``, a first moment with ``beta1`` and steps scaled by
-    ``max(epsilon2, RMS(weight))`` -- so ``learning_rate`` is relative to the size of
-    each weight and one value (5e-4) suits models of any size.
-    """
-
-    def __init__(self, learning_rate=5e-4, beta1=0.9, decay_rate=0.8, epsilon1=1e-30,
-                 epsilon2=1e-3, clipping_threshold=1.0, name="adafactor", **kwargs):
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.beta1 = beta1
-        self.decay_rate = decay_rate
-        self.epsilon1 = epsilon1
-        self.epsilon2 = epsilon2
-        self.clipping_threshold = clipping_threshold
-
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._v = [self.add_variable_from_reference(v, "velocity") for v in var_list]
-        self._m = [self.add_variable_from_reference(v, "momentum") for v in var_list]
-
-    @staticmethod
-    def _rms(x):
-        return ops.sqrt(ops.mean(ops.square(x)))
-
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        # adding zeros densifies TensorFlow's IndexedSlices (embedding gradients)
-        g = ops.add(ops.cast(gradient, dtype), ops.zeros(variable.shape, dtype))
-        t = ops.cast(self.iterations + 1, dtype)
-        index = self._get_variable_index(variable)
-        v, m = self._v[index], self._m[index]
-        beta2 = 1.0 - ops.power(t, -self.decay_rate)
-        self.assign(v, beta2 * v + (1.0 - beta2) * (ops.square(g) + self.epsilon1))
-        u = g / ops.sqrt(v)
-        u = u / ops.maximum(1.0, self._rms(u) / self.clipping_threshold)
-        if self.beta1:
-            self.assign(m, self.beta1 * m + (1.0 - self.beta1) * u)
-            u = m
-        scale = ops.maximum(self._rms(variable), ops.cast(self.epsilon2, dtype))
-        self.assign_sub(variable, lr * scale * u)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(beta1=self.beta1, decay_rate=self.decay_rate, epsilon1=self.epsilon1,
-                      epsilon2=self.epsilon2, clipping_threshold=self.clipping_threshold)
-        return config
-
-
 def make_optimizer(name, learning_rate, grad_accum=1):
     """``adafactor`` (bert4keras' CLUE default) or ``adamw`` (weight decay 0.01, no
     decay on norms and biases)."""
     accum = grad_accum if grad_accum and grad_accum > 1 else None
     if name == "adafactor":
-        return AdaFactor(learning_rate=learning_rate, gradient_accumulation_steps=accum)
+        # bojone's CLUE setting: a first moment, and no matrix of BERT factored
+        return AdaFactor(learning_rate=learning_rate, beta1=0.9, min_dim_size_to_factor=10**6,
+                         gradient_accumulation_steps=accum)
     if name == "adamw":
         return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.01,
                                       gradient_accumulation_steps=accum)
