@@ -393,9 +393,17 @@ def piecewise_linear(t, schedule, from_zero=True):
     E.g. ``{1000: 1, 2000: 0.1}``: from 0 (with ``from_zero``) up to 1 over
     ``[0, 1000]``, down to 0.1 over ``[1000, 2000]``, then 0.1. Returns a float tensor.
     """
-    points = sorted((float(k), float(v)) for k, v in dict(schedule).items())
+    items = list(schedule.items()) if isinstance(schedule, dict) else [tuple(x) for x in schedule]
+    try:
+        points = sorted((float(k), float(v)) for k, v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"piecewise_linear: expected a {{t: value}} schedule of numbers, "
+                         f"found {schedule!r}") from None
     if not points:
         raise ValueError("piecewise_linear: expected a non-empty {t: value} schedule")
+    if len({k for k, _ in points}) != len(points):
+        raise ValueError(f"piecewise_linear: the t of a schedule must be distinct, found "
+                         f"{[k for k, _ in points]}")
     if from_zero and points[0][0] != 0:
         points = [(0.0, 0.0)] + points
     t = ops.cast(t, keras.config.floatx())

@@ -56,6 +56,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from bert4keras3 import backend as B
+
 __all__ = [
     "PiecewiseLinear",
     "piecewise_linear",
@@ -108,17 +110,6 @@ def _normalise_schedule(schedule, from_zero):
     return items
 
 
-def _interpolate(t, points):
-    """Linear interpolation through ``points`` [(step, value)], constant outside."""
-    t = ops.cast(t, "float32")
-    value = ops.cast(points[0][1], "float32") + t * 0
-    for (t0, v0), (t1, v1) in zip(points[:-1], points[1:]):
-        slope = (v1 - v0) / (t1 - t0)
-        segment = v0 + slope * (t - t0)
-        value = ops.where(t >= t0, segment, value)
-    return ops.where(t >= points[-1][0], ops.cast(points[-1][1], "float32") + t * 0, value)
-
-
 @keras.saving.register_keras_serializable(package="bert4keras3")
 class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
     """Piecewise-linear learning rate through ``{step: value}`` points (bert4keras).
@@ -152,7 +143,7 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "int32") // self.gradient_accumulation_steps
-        return _interpolate(step, self.points) * self.multiplier
+        return B.piecewise_linear(step, self.points, from_zero=False) * self.multiplier
 
     def get_config(self):
         return {
@@ -181,7 +172,8 @@ def piecewise_linear(t_or_schedule, schedule=None, from_zero=True):
                 f"found {t_or_schedule!r}."
             )
         return PiecewiseLinear(t_or_schedule, from_zero=from_zero)
-    return _interpolate(t_or_schedule, _normalise_schedule(schedule, from_zero))
+    return B.piecewise_linear(t_or_schedule, _normalise_schedule(schedule, from_zero),
+                              from_zero=False)
 
 
 def exclude_from_weight_decay(optimizer, model_or_variables, patterns=("norm", "bias")):
@@ -716,7 +708,7 @@ def extend_with_piecewise_linear_lr(BaseOptimizer):
 
         def _get_current_learning_rate(self):
             lr = super()._get_current_learning_rate()
-            return lr * _interpolate(self._iterations, self._b4k_lr_points)
+            return lr * B.piecewise_linear(self._iterations, self._b4k_lr_points, from_zero=False)
 
         def get_config(self):
             config = super().get_config()
