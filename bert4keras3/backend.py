@@ -387,6 +387,14 @@ def sparse_multilabel_categorical_crossentropy(y_true, y_pred, mask_zero=False):
     return losses.sparse_multilabel_categorical_crossentropy(y_true, y_pred, mask_zero=mask_zero)
 
 
+def dense_gradient(gradient, variable):
+    """A dense gradient for ``variable``: TensorFlow hands embedding gradients over as
+    ``IndexedSlices`` (other backends' gradients pass through unchanged)."""
+    if type(gradient).__name__ == "IndexedSlices":  # TensorFlow only
+        return ops.add(gradient, ops.zeros(variable.shape, variable.dtype))
+    return gradient
+
+
 def piecewise_linear(t, schedule, from_zero=True):
     """Piecewise-linear function of ``t`` through ``{t_i: x_i}`` (bert4keras).
 

@@ -211,13 +211,6 @@ def exclude_from_weight_decay(optimizer, model_or_variables, patterns=("norm", "
 
 
 # =========================================================================== helpers
-def _dense(gradient, variable):
-    """Dense gradient: TensorFlow hands embedding gradients over as IndexedSlices."""
-    if type(gradient).__name__ == "IndexedSlices":  # TensorFlow only
-        return ops.add(gradient, ops.zeros(variable.shape, variable.dtype))
-    return gradient
-
-
 def _read(variable):
     """Current value of a variable inside ``update_step`` (Keras or backend variable)."""
     return ops.convert_to_tensor(variable)
@@ -335,7 +328,7 @@ class Adam(keras.optimizers.Adam):
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        g = ops.cast(_dense(gradient, variable), dtype)
+        g = ops.cast(B.dense_gradient(gradient, variable), dtype)
         lr = ops.cast(learning_rate, dtype)
         beta_1 = ops.cast(self.beta_1, dtype)
         beta_2 = ops.cast(self.beta_2, dtype)
@@ -467,7 +460,7 @@ class AdaFactor(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         index = self._get_variable_index(variable)
-        g = ops.cast(_dense(gradient, variable), dtype)
+        g = ops.cast(B.dense_gradient(gradient, variable), dtype)
         lr = ops.cast(learning_rate, dtype)
         t = ops.cast(self.iterations + 1, dtype)
         beta2 = 1.0 - ops.power(t, -0.8) if self.beta2 is None else ops.cast(self.beta2, dtype)
@@ -862,7 +855,7 @@ def extend_with_lazy_optimization(BaseOptimizer):
                 if tuple(s.shape) == tuple(variable.shape)
             ]
             olds = [_snapshot(t) for t in targets]
-            gradient = _dense(gradient, variable)
+            gradient = B.dense_gradient(gradient, variable)
             super().update_step(gradient, variable, learning_rate)
             seen = ops.any(ops.not_equal(gradient, 0), axis=-1, keepdims=True)
             for target, old in zip(targets, olds):
