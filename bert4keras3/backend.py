@@ -799,12 +799,28 @@ def _k_l2_normalize(x, axis=None):
     return x * ops.rsqrt(ops.maximum(sq, ops.cast(1e-12, x.dtype)))
 
 
+def _call_context_training():
+    """``training`` of the Keras layer call in progress (what ``Dropout`` gets), or None."""
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # pragma: no cover - Keras internals moved
+        return None
+    ctx = global_state.get_global_attribute("current_call_ctx")
+    return getattr(ctx, "training", None)
+
+
 def _k_in_train_phase(x, alt, training=None):
+    """Keras 2's ``in_train_phase``: ``training`` defaults to the enclosing layer call's.
+
+    Keras 3 has no global learning phase; without ``training`` the value comes from the
+    Keras call in progress (``fit`` trains, ``predict`` / ``evaluate`` do not), as the
+    learning phase did in Keras 2. Outside any call (and while a functional model is
+    being built) it is the test phase, Keras 2's default.
+    """
     if training is None:
-        raise ValueError(
-            "K.in_train_phase needs training=True/False (Keras 3 has no global learning "
-            "phase): pass the `training` argument your layer's call receives"
-        )
+        training = _call_context_training()
+    if training is None:
+        training = False
     return _k_switch(training, x, alt)
 
 

@@ -303,7 +303,9 @@ def load_into(transformer, checkpoint_path, mapping=None):
     ``ignore_invalid_weights`` option, missing variables are listed in a warning and
     their weights keep their initial values (shape mismatches still raise).
     Weights matching the model's ``NOT_IN_CHECKPOINTS`` (e.g. the condition projections
-    of conditional layer normalisation) keep their initial values.
+    of conditional layer normalisation) keep their initial values, and so do the weights
+    of layers the transformer did not create (the user's layers computing a
+    ``layer_norm_cond`` from ``additional_input_layers``), as in bert4keras.
 
     ``checkpoint_path`` may also be a dict ``{Google name: array}``; ``mapping``
     (``{unprefixed keras weight path: name or (name, "T")}``) replaces the model's table.
@@ -331,7 +333,11 @@ def load_into(transformer, checkpoint_path, mapping=None):
     not_in_checkpoints = tuple(getattr(transformer, "NOT_IN_CHECKPOINTS", ()))
     lenient = bool(getattr(transformer, "ignore_invalid_weights", False))
     problems, skipped, values, used = [], [], [], set()
+    own = getattr(transformer, "layers", None)
+    own = {id(w) for layer in own.values() for w in layer.weights} if isinstance(own, dict) else None
     for w in model.weights:
+        if own is not None and id(w) not in own:
+            continue  # a layer of the user's (e.g. feeding layer_norm_cond): not the checkpoint's
         if w.path not in mapping:
             if _is_ignored(w.path, not_in_checkpoints):
                 continue

@@ -272,6 +272,19 @@ def test_conditional_model_loads_a_plain_checkpoint(tmp_path):
     c = np.random.RandomState(5).randn(2, 3)
     np.testing.assert_allclose(numpy_of(cond([TOKENS, SEGMENTS, c])),
                                numpy_of(plain.model([TOKENS, SEGMENTS])), atol=1e-6)
+    # the condition computed by the user's own layers (bert4keras' conditional LM example):
+    # their weights are not the checkpoint's and keep their values
+    c_in = keras.Input((1,))
+    c = keras.layers.Reshape((6,))(keras.layers.Embedding(2, 6, name="Label-Embedding")(c_in))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cond = build_transformer_model(CFG, ckpt, application="lm", layer_norm_cond=c,
+                                       additional_input_layers=c_in)
+    table = cond.get_layer("Label-Embedding").get_weights()[0]
+    assert table.shape == (2, 6) and np.abs(table).max() > 0
+    lm = build_transformer_model(CFG, ckpt, application="lm")
+    np.testing.assert_allclose(numpy_of(cond([TOKENS, SEGMENTS, np.array([[1], [0]])])),
+                               numpy_of(lm([TOKENS, SEGMENTS])), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------

@@ -373,11 +373,29 @@ def test_k_variables_and_absent_names():
         K.learning_phase()
     with pytest.raises(AttributeError, match="not provided; use keras.ops"):
         K.no_such_function
-    with pytest.raises(ValueError, match="needs training=True/False"):
-        K.in_train_phase(1.0, 0.0)
+    assert K.in_train_phase(1.0, 0.0) == 0.0  # outside a layer call: test phase (Keras 2)
     assert K.in_train_phase(1.0, 0.0, training=True) == 1.0
     assert "sum" in dir(K) and "batch_dot" in dir(K)
     u = np_(K.random_uniform((100,), seed=3))
     assert u.shape == (100,) and (u >= 0).all() and (u < 1).all()
     b = np_(K.random_binomial((1000,), p=0.3, seed=4))
     assert set(np.unique(b)) <= {0.0, 1.0} and 0.2 < b.mean() < 0.4
+
+
+def test_k_in_train_phase_follows_the_layer_call():
+    """Without ``training``, ``K.in_train_phase`` takes the enclosing call's (Theseus example)."""
+
+    class TrainOnly(keras.layers.Layer):
+        def call(self, inputs):  # no training argument, as in bert4keras' examples
+            return K.in_train_phase(inputs * 0.0, inputs)
+
+    x_in = keras.Input((3,))
+    model = keras.Model(x_in, TrainOnly()(keras.layers.Dense(3)(x_in)))
+    x = np.ones((4, 3), "float32")
+    assert np.abs(np_(model(x, training=True))).max() == 0.0
+    assert np.abs(np_(model(x, training=False))).max() > 0.0
+    assert np.abs(model.predict(x, verbose=0)).max() > 0.0
+    # fit trains through the train-phase branch: a zero output gives the constant loss 1
+    model.compile("sgd", "mse")
+    loss = model.fit(x, np.ones((4, 3)), epochs=1, verbose=0).history["loss"][0]
+    assert loss == pytest.approx(1.0)

@@ -236,6 +236,35 @@ def test_crf_bad_inputs_raise():
         crf.sparse_loss(np.zeros((2, 3, 2)), np.zeros((2, 3, 3), "float32"))
 
 
+def test_crf_trains_on_dynamic_lengths_from_a_data_generator():
+    """bert4keras' NER script: a DataGenerator's batches (TF: tf.data with unknown lengths)."""
+    from bert4keras3.snippets import DataGenerator, sequence_padding
+
+    rng = np.random.default_rng(1)
+    samples = [rng.integers(1, 9, size=n) for n in (3, 7, 5, 9, 4, 6)]
+
+    class Gen(DataGenerator):
+        def __iter__(self, random=False):
+            xs, ys = [], []
+            for is_end, ids in self.sample(random):
+                xs.append(ids)
+                ys.append((ids < 5).astype("float32"))
+                if len(xs) == self.batch_size or is_end:
+                    yield sequence_padding(xs), sequence_padding(ys)
+                    xs, ys = [], []
+
+    inp = keras.Input((None,))
+    h = keras.layers.Embedding(9, 8, mask_zero=True)(inp)
+    crf = ConditionalRandomField(lr_multiplier=10)
+    model = keras.Model(inp, crf(keras.layers.Dense(2)(h)))
+    model.compile(keras.optimizers.Adam(1e-2), loss=crf.sparse_loss, metrics=[crf.sparse_accuracy])
+    gen = Gen(samples, batch_size=2)
+    hist = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=2, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    tags = np_(crf.decode(model.predict(sequence_padding(samples[:2]), verbose=0)))
+    assert tags.shape == (2, 7) and (tags[0, 3:] == 0).all()
+
+
 def test_crf_learns_with_fit():
     """Tag = (token parity) but forced to alternate after a marker: needs transitions."""
     keras.utils.set_random_seed(0)

@@ -411,10 +411,10 @@ class ConditionalRandomField(keras.layers.Layer):
 
     def _log_partition(self, emissions, mask, trans):
         """log Z per sequence by the forward algorithm (masked steps are skipped)."""
-        xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:], (1, 0)))
+        xs = _time_major_steps(emissions, mask)
 
         def step(alpha, x):
-            e, m = x
+            e, m = x[..., :-1], x[..., -1] > 0
             new = ops.logsumexp(alpha[:, :, None] + trans[None], axis=1) + e
             alpha = ops.where(m[:, None], new, alpha)
             return alpha, None
@@ -491,10 +491,10 @@ class ConditionalRandomField(keras.layers.Layer):
         emissions, mask, trans = self._prepare(emissions, mask)
         num_labels = ops.shape(emissions)[-1]
         identity = ops.arange(num_labels, dtype="int32")[None, :]
-        xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:], (1, 0)))
+        xs = _time_major_steps(emissions, mask)
 
         def forward(score, x):
-            e, m = x
+            e, m = x[..., :-1], x[..., -1] > 0
             cand = score[:, :, None] + trans[None]  # [b, prev, cur]
             back = ops.cast(ops.argmax(cand, axis=1), "int32")
             new = ops.max(cand, axis=1) + e
@@ -515,6 +515,16 @@ class ConditionalRandomField(keras.layers.Layer):
         tags = ops.concatenate([ops.transpose(tags, (1, 0)), last[:, None]], axis=1)
         tags = ops.cast(tags, "int32")
         return ops.where(mask, tags, ops.zeros_like(tags))
+
+
+def _time_major_steps(emissions, mask):
+    """Steps 1.. of ``emissions`` ``[b, n, L]`` and ``mask`` ``[b, n]`` as one ``[n-1, b, L+1]``.
+
+    The mask rides along as a last channel: with several ``xs`` and an unknown length,
+    Keras' TensorFlow ``scan`` fails on its static length check (``None`` dimension).
+    """
+    x = ops.concatenate([emissions, ops.cast(mask, emissions.dtype)[..., None]], axis=-1)
+    return ops.transpose(x[:, 1:], (1, 0, 2))
 
 
 def _reverse_valid(x, lengths):
