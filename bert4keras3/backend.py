@@ -809,6 +809,19 @@ def _call_context_training():
     return getattr(ctx, "training", None)
 
 
+def _k_concatenate(tensors, axis=-1):
+    """Keras 2's ``concatenate``: Python lists / numbers among the tensors take their dtype.
+
+    bert4keras' CoSENT loss writes ``K.concatenate([[0], scores], axis=0)``.
+    """
+    tensors = list(tensors)
+    ref = next((t for t in tensors if _is_tensor_like(t)), None)
+    if ref is not None:
+        tensors = [t if _is_tensor_like(t) else ops.convert_to_tensor(t, dtype=ref.dtype)
+                   for t in tensors]
+    return ops.concatenate(tensors, axis=axis)
+
+
 def _k_in_train_phase(x, alt, training=None):
     """Keras 2's ``in_train_phase``: ``training`` defaults to the enclosing layer call's.
 
@@ -990,7 +1003,7 @@ class _Keras2Backend:
     batch_flatten = staticmethod(lambda x: ops.reshape(x, (ops.shape(x)[0], -1)))
     expand_dims = staticmethod(lambda x, axis=-1: ops.expand_dims(x, axis))
     squeeze = staticmethod(lambda x, axis: ops.squeeze(x, axis))
-    concatenate = staticmethod(lambda tensors, axis=-1: ops.concatenate(list(tensors), axis=axis))
+    concatenate = staticmethod(_k_concatenate)
     stack = staticmethod(lambda x, axis=0: ops.stack(list(x), axis=axis))
     permute_dimensions = staticmethod(lambda x, pattern: ops.transpose(x, tuple(pattern)))
     transpose = staticmethod(lambda x: ops.transpose(x))

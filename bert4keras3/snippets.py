@@ -1168,20 +1168,40 @@ class _PredictDecoder:
 
     Rows hold ``inputs`` repeated per hypothesis and the ``output_ids`` so far (start id
     included); ``predict`` sees both, as in bert4keras. ``states`` pass through.
+
+    The engine keeps finished rows (static shapes); ``predict`` sees only the unfinished
+    ones (fewer than ``min_ends`` end ids), as bert4keras dropped finished hypotheses
+    from its batch: a ``predict`` that walks a trie of ``output_ids`` (KgCLUE) never gets
+    a prefix extended past its end. Finished rows get the end id with probability 1.
     """
 
-    def __init__(self, owner, states, temperature):
+    def __init__(self, owner, states, temperature, min_ends=1):
         self.owner = owner
         self.states = states
         self.temperature = temperature
+        self.min_ends = min_ends
         self.vocab_size = None
 
-    def _predict(self, inputs, output_ids):
+    def _call(self, inputs, output_ids):
         logp, self.states = self.owner.predict(inputs, output_ids, self.states,
                                                self.temperature, "logits")
         logp = np.asarray(logp, dtype=np.float32)
         if len(logp) != len(output_ids):
             raise ValueError(f"predict returned {len(logp)} rows for {len(output_ids)} hypotheses")
+        self.vocab_size = logp.shape[-1]
+        return logp
+
+    def _predict(self, inputs, output_ids):
+        end_id = self.owner.end_id
+        if end_id is None or self.vocab_size is None:
+            return self._call(inputs, output_ids)
+        live = np.isin(output_ids, np.atleast_1d(end_id)).sum(axis=1) < self.min_ends
+        if live.all():
+            return self._call(inputs, output_ids)
+        logp = np.full((len(output_ids), self.vocab_size), -np.inf, np.float32)
+        logp[:, end_id] = 0.0
+        if live.any():
+            logp[live] = self._call([i[live] for i in inputs], output_ids[live])
         return logp
 
     def start(self, inputs, num_copies, max_new_tokens):
@@ -1319,7 +1339,7 @@ class AutoRegressiveDecoder:
         from bert4keras3.generation import generate
 
         _allowed_fn(allowed)  # validates
-        decoder = _PredictDecoder(self, states, temperature)
+        decoder = _PredictDecoder(self, states, temperature, kwargs.get("min_ends", 1))
         n0 = self.first_output_ids.shape[1]
         out = generate(decoder, inputs, self.maxlen, end_id=self.end_id, allowed=allowed,
                        min_new_tokens=max(0, self.minlen - n0 - 1), **kwargs)

@@ -399,3 +399,15 @@ def test_k_in_train_phase_follows_the_layer_call():
     model.compile("sgd", "mse")
     loss = model.fit(x, np.ones((4, 3)), epochs=1, verbose=0).history["loss"][0]
     assert loss == pytest.approx(1.0)
+
+
+def test_k_concatenate_takes_python_lists():
+    """CoSENT's loss: ``K.concatenate([[0], scores], axis=0)`` (the list takes the dtype)."""
+    scores = ops.convert_to_tensor(np.array([1.5, -2.0], "float32"))
+    out = K.concatenate([[0], scores], axis=0)
+    assert K.dtype(out) == "float32"
+    np.testing.assert_allclose(np_(out), [0.0, 1.5, -2.0])
+    np.testing.assert_allclose(np_(K.logsumexp(out)), np.log(1 + np.exp(1.5) + np.exp(-2.0)),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np_(K.concatenate([np.ones((1, 2)), np.zeros((1, 2))])),
+                                  [[1, 1, 0, 0]])

@@ -10,6 +10,7 @@ import keras
 
 from bert4keras3 import snippets
 from bert4keras3.snippets import (
+    AutoRegressiveDecoder,
     DataGenerator,
     open as b4k_open,
     sequence_padding,
@@ -239,3 +240,29 @@ def test_tokenizer_names_and_arguments():
     tok = T.Tokenizer({"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "a": 4, "##b": 5})
     assert tok.tokens_to_ids(["a", "##b", "zz"]) == [4, 5, 1]
     assert tok.ids_to_tokens([4, 5]) == ["a", "##b"] and tok._tokenize("ab") == ["a", "##b"]
+
+
+def test_decoder_predict_never_sees_finished_hypotheses():
+    """bert4keras dropped finished hypotheses from the batch; KgCLUE's trie-walking predict
+    relies on it (a prefix extended past its last end id is not in the trie)."""
+    end, vocab, min_ends = 4, 6, 2
+    seen = []
+
+    class Walker(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype="probas")
+        def predict(self, inputs, output_ids, states):
+            seen.append(output_ids.copy())
+            ends = (output_ids == end).sum(axis=1)
+            assert (ends < min_ends).all(), output_ids
+            probas = np.tile(np.array([0.0, 0.2, 0.3, 0.1, 0.35, 0.05]), (len(output_ids), 1))
+            # after the first end only the end is allowed (a trie leaf), as in KgCLUE
+            probas[ends >= 1] = np.eye(vocab)[end]
+            return probas
+
+    walker = Walker(start_id=None, end_id=end, maxlen=8)
+    for topk in (1, 3):
+        ids = walker.beam_search([np.array([1, 2])], topk=topk, min_ends=min_ends)
+        assert list(ids) == [end, end]
+    samples = walker.random_sample([np.array([1, 2])], 4, min_ends=min_ends, seed=0)
+    assert len(samples) == 4 and all((s == end).sum() == min_ends for s in samples)
+    assert len(seen) > 3
