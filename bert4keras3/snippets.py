@@ -503,14 +503,26 @@ def to_keras_structure(batch):
     the multi-input part; ``tf.data`` (Keras' TensorFlow input pipeline) rejects lists,
     so lists of arrays become tuples. A (nested) list of plain numbers becomes one NumPy
     array, and ``None`` entries (``yield [x1, x2], None`` for a ``Loss`` layer model) stay.
+    Float arrays of another precision (NumPy's default float64) become ``floatx``, as Keras
+    does for arrays passed to ``fit`` (and Keras 2 did for generators too), so a float64
+    label array meets float32 predictions in losses and metrics.
     """
     if isinstance(batch, dict):
         return {k: to_keras_structure(v) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         if batch and _only_numbers(batch):
-            return np.asarray(batch)
+            return _to_floatx(np.asarray(batch))
         return tuple(to_keras_structure(v) for v in batch)
-    return batch
+    return _to_floatx(batch)
+
+
+def _to_floatx(x):
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        import keras
+
+        if x.dtype != np.dtype(keras.config.floatx()):
+            return x.astype(keras.config.floatx())
+    return x
 
 
 def _strip_trailing_none(batch):

@@ -110,9 +110,13 @@ def test_open_reads_writes_and_indexes(tmp_path):
 
 
 def test_to_keras_structure():
-    x1, x2 = np.zeros((2, 3)), np.ones((2, 3))
+    x1, x2 = np.zeros((2, 3), "int32"), np.ones((2, 3), "int32")
     out = to_keras_structure(([x1, x2], np.array([[1], [0]])))
     assert isinstance(out, tuple) and isinstance(out[0], tuple) and out[0][0] is x1
+    # float64 labels (np.zeros in a generator) become floatx, as Keras does for fit(arrays)
+    out = to_keras_structure(([x1, x2], np.zeros((2, 3, 3))))
+    assert out[1].dtype == np.float32 and out[0][1].dtype == np.int32
+    assert to_keras_structure([[0.5], [1.0]]).dtype == np.float32
     assert to_keras_structure(([x1, x2], None))[1] is None
     np.testing.assert_array_equal(to_keras_structure([[1, 2], [3, 4]]), [[1, 2], [3, 4]])
     assert isinstance(to_keras_structure({"a": [x1, x2]})["a"], tuple)

@@ -1,0 +1,103 @@
+"""examples/bert4keras/: every script runs on its bundled sample with a tiny random model.
+
+Each script is run in-process (``runpy``, as ``__main__``) with its environment variables
+pointing at a tiny model directory written here (a Google-format checkpoint, as bert4keras
+reads, with the pooler / MLM / NSP heads of a released BERT) and one short epoch. The
+assertions read what the script itself computed (its evaluator's metric, decoded text,
+files it wrote).
+"""
+import glob
+import math
+import os
+import runpy
+
+import numpy as np
+import pytest
+
+import keras
+
+from bert4keras3.models import build_transformer_model
+
+from conftest import write_tiny_model_dir
+
+pytest.importorskip("tensorflow")  # Google checkpoints are written with TensorFlow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples", "bert4keras")
+DATA = os.path.join(ROOT, "examples", "data", "bert4keras")
+
+
+def sample_texts():
+    texts = []
+    for path in glob.glob(os.path.join(DATA, "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                texts.append(f.read())
+    return texts
+
+
+def write_google_model(path, model="bert", **heads):
+    """A tiny model directory with a Google checkpoint holding every head of the family."""
+    write_tiny_model_dir(path, sample_texts(), model=model, checkpoint=None)
+    obj = build_transformer_model(os.path.join(path, "bert_config.json"), model=model,
+                                  return_keras_model=False, **heads)
+    obj.save_weights_as_checkpoint(os.path.join(path, "bert_model.ckpt"))
+    keras.backend.clear_session()
+    return path
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory):
+    return write_google_model(str(tmp_path_factory.mktemp("bert")), with_pool=True,
+                              with_nsp=True, with_mlm=True)
+
+
+@pytest.fixture(scope="session")
+def roformer_dir(tmp_path_factory):
+    return write_google_model(str(tmp_path_factory.mktemp("roformer")), model="roformer",
+                              with_mlm=True)
+
+
+def run_example(name, monkeypatch, tmp_path, model_dir, **env):
+    """Run examples/bert4keras/<name>.py as __main__; returns its globals."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    settings = dict(B4K_MODEL_DIR=model_dir, B4K_OUTPUT_DIR=str(tmp_path), B4K_EPOCHS="1")
+    settings.update(env)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.chdir(tmp_path)
+    return runpy.run_path(os.path.join(EXAMPLES, name + ".py"), run_name="__main__")
+
+
+def test_sentence_pair(monkeypatch, tmp_path, bert_dir, capsys):
+    g = run_example("sentence_pair", monkeypatch, tmp_path, bert_dir)
+    assert 0.0 <= g["evaluator"].best_val_acc <= 1.0
+    assert os.path.exists(tmp_path / "sentence_pair.weights.h5")
+    assert 0.0 <= g["test_acc"] <= 1.0 and "test_acc:" in capsys.readouterr().out
+
+
+def test_sentiment(monkeypatch, tmp_path, bert_dir):
+    g = run_example("sentiment", monkeypatch, tmp_path, bert_dir)
+    assert 0.0 <= g["test_acc"] <= 1.0
+    assert os.path.exists(tmp_path / "sentiment.weights.h5")
+
+
+def test_ner_crf(monkeypatch, tmp_path, bert_dir, capsys):
+    g = run_example("ner_crf", monkeypatch, tmp_path, bert_dir)
+    assert g["categories"] == ["LOC", "ORG", "PER"]
+    assert 0.0 <= g["evaluator"].best_val_f1 <= 1.0 and 0.0 <= g["test_f1"] <= 1.0
+    assert g["NER"].trans.shape == (7, 7)
+    entities = g["NER"].recognize(g["test_data"][0][0])
+    assert all(0 <= s <= e < len(g["test_data"][0][0]) and t in g["categories"]
+               for s, e, t in entities)
+
+
+@pytest.mark.parametrize("efficient", ["0", "1"])
+def test_ner_global_pointer(monkeypatch, tmp_path, bert_dir, efficient):
+    g = run_example("ner_global_pointer", monkeypatch, tmp_path, bert_dir,
+                    B4K_EFFICIENT=efficient)
+    assert type(g["model"].layers[-1]).__name__ == (
+        "EfficientGlobalPointer" if efficient == "1" else "GlobalPointer")
+    assert 0.0 <= g["evaluator"].best_val_f1 <= 1.0
+    assert os.path.exists(tmp_path / "ner_global_pointer.weights.h5")
