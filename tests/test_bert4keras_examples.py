@@ -101,3 +101,31 @@ def test_ner_global_pointer(monkeypatch, tmp_path, bert_dir, efficient):
         "EfficientGlobalPointer" if efficient == "1" else "GlobalPointer")
     assert 0.0 <= g["evaluator"].best_val_f1 <= 1.0
     assert os.path.exists(tmp_path / "ner_global_pointer.weights.h5")
+
+
+def test_gplinker_relation(monkeypatch, tmp_path, bert_dir):
+    g = run_example("gplinker_relation", monkeypatch, tmp_path, bert_dir)
+    assert sorted(g["predicate2id"]) == ["作者", "出生地", "毕业院校"]
+    assert 0.0 <= g["evaluator"].best_val_f1 <= 1.0
+    with open(tmp_path / "dev_pred.json", encoding="utf-8") as f:
+        rows = [__import__("json").loads(line) for line in f]
+    assert len(rows) == len(g["valid_data"]) and all("spo_list_pred" in r for r in rows)
+
+
+def test_autotitle_unilm(monkeypatch, tmp_path, bert_dir):
+    g = run_example("autotitle_unilm", monkeypatch, tmp_path, bert_dir, B4K_TITLE_MAXLEN=5)
+    assert 0.0 <= g["evaluator"].best_rouge_l <= 1.0
+    title = g["autotitle"].generate(g["valid_data"][0][1])
+    assert isinstance(title, str) and len(title.replace(" ", "")) <= 5 * 2
+    assert os.path.exists(tmp_path / "autotitle.weights.h5")
+
+
+def test_kgclue_qa(monkeypatch, tmp_path, roformer_dir):
+    g = run_example("kgclue_qa", monkeypatch, tmp_path, roformer_dir)
+    assert 0.0 <= g["evaluator"].best_em <= 1.0
+    objects = {line.rstrip("\n").split("\t")[2]
+               for line in open(os.path.join(DATA, "kgclue", "Knowledge.txt"), encoding="utf-8")}
+    for question, _ in g["valid_data"][:3]:
+        subject, predicate, answer = g["autoqa"].generate(question, topk=2)
+        assert answer in objects  # the constraint only lets KB keys through
+        assert isinstance(subject, str) and isinstance(predicate, str)
