@@ -17,6 +17,10 @@ def _seed():
 
     keras.utils.set_random_seed(1234)
     yield
+    # bert4keras scripts call set_gelu('tanh') globally; keep it out of later tests
+    from bert4keras3.backend import set_gelu
+
+    set_gelu("erf")
 
 
 @pytest.fixture(scope="session")

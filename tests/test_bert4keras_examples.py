@@ -129,3 +129,37 @@ def test_kgclue_qa(monkeypatch, tmp_path, roformer_dir):
         subject, predicate, answer = g["autoqa"].generate(question, topk=2)
         assert answer in objects  # the constraint only lets KB keys through
         assert isinstance(subject, str) and isinstance(predicate, str)
+
+
+def test_cosent(monkeypatch, tmp_path, bert_dir):
+    g = run_example("cosent", monkeypatch, tmp_path, bert_dir)
+    assert -1.0 <= g["evaluator"].best_val_score <= 1.0
+    assert -1.0 <= g["test_score"] <= 1.0
+    loss = g["cosent_loss"](np.array([[1], [1], [0], [0]], "float32"),
+                            keras.ops.convert_to_tensor(np.eye(4, 3, dtype="float32")))
+    assert np.isfinite(float(keras.ops.convert_to_numpy(loss)))
+
+
+def test_simcse(monkeypatch, tmp_path, bert_dir):
+    g = run_example("simcse", monkeypatch, tmp_path, bert_dir)
+    assert set(g["scores"]) == {"train", "valid", "test"}
+    assert all(-1.0 <= s <= 1.0 for s in g["scores"].values())
+    assert g["count"] == 2 and os.path.exists(tmp_path / "simcse.weights.h5")
+
+
+def test_theseus(monkeypatch, tmp_path, bert_dir):
+    g = run_example("theseus", monkeypatch, tmp_path, bert_dir, B4K_SUCCESSOR_LAYERS=1)
+    assert set(g["evaluators"]) == {"predecessor", "theseus", "successor"}
+    assert all(0.0 <= e.best_val_acc <= 1.0 for e in g["evaluators"].values())
+    # the successor is smaller and shares the classifier trained on the predecessor
+    assert g["successor"].num_hidden_layers == 1 and g["predecessor"].num_hidden_layers == 2
+    for name in ("predecessor", "theseus", "successor"):
+        assert os.path.exists(tmp_path / f"theseus_{name}.weights.h5")
+
+
+def test_conditional_lm(monkeypatch, tmp_path, bert_dir):
+    g = run_example("conditional_lm", monkeypatch, tmp_path, bert_dir, B4K_GEN_MAXLEN=6)
+    samples = g["evaluator"].samples
+    assert set(samples) == {0, 1}
+    assert all(len(s) == 3 and all(isinstance(t, str) for t in s) for s in samples.values())
+    assert math.isfinite(g["evaluator"].lowest)

@@ -1,0 +1,181 @@
+#! -*- coding: utf-8 -*-
+# Model compression with BERT-of-Theseus: train a classifier on the full model
+# (predecessor), then train a model whose modules are randomly replaced, per batch, by a
+# smaller successor's (each successor layer stands for several predecessor layers), then
+# fine-tune the successor alone. Data: iflytek-like JSON lines {"sentence", "label"}.
+# Environment: B4K_MODEL_DIR, B4K_DATA_DIR, B4K_EPOCHS, B4K_OUTPUT_DIR, B4K_SUCCESSOR_LAYERS.
+import json
+import os
+
+import numpy as np
+from bert4keras3.backend import keras, K
+from bert4keras3.tokenizers import Tokenizer
+from bert4keras3.models import build_transformer_model
+from bert4keras3.optimizers import Adam
+from bert4keras3.snippets import sequence_padding, DataGenerator, open
+
+here = os.path.dirname(os.path.abspath(__file__))
+data_dir = os.environ.get('B4K_DATA_DIR', os.path.join(here, '../data/bert4keras/iflytek'))
+model_dir = os.environ.get('B4K_MODEL_DIR', '/root/kg/bert/chinese_L-12_H-768_A-12')
+output_dir = os.environ.get('B4K_OUTPUT_DIR', '.')
+epochs = int(os.environ.get('B4K_EPOCHS', 5))
+successor_layers = int(os.environ.get('B4K_SUCCESSOR_LAYERS', 3))
+config_path = os.path.join(model_dir, 'bert_config.json')
+checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
+dict_path = os.path.join(model_dir, 'vocab.txt')
+maxlen = 128
+batch_size = 16
+
+
+def load_data(filename):
+    D = []
+    with open(filename, encoding='utf-8') as f:
+        for l in f:
+            l = json.loads(l)
+            D.append((l['sentence'], int(l['label'])))
+    return D
+
+
+train_data = load_data(os.path.join(data_dir, 'train.json'))
+valid_data = load_data(os.path.join(data_dir, 'dev.json'))
+num_classes = max(d[1] for d in train_data + valid_data) + 1
+tokenizer = Tokenizer(dict_path, do_lower_case=True)
+
+
+class data_generator(DataGenerator):
+    def __iter__(self, random=False):
+        batch_token_ids, batch_segment_ids, batch_labels = [], [], []
+        for is_end, (text, label) in self.sample(random):
+            token_ids, segment_ids = tokenizer.encode(text, maxlen=maxlen)
+            batch_token_ids.append(token_ids)
+            batch_segment_ids.append(segment_ids)
+            batch_labels.append([label])
+            if len(batch_token_ids) == self.batch_size or is_end:
+                batch_token_ids = sequence_padding(batch_token_ids)
+                batch_segment_ids = sequence_padding(batch_segment_ids)
+                batch_labels = sequence_padding(batch_labels)
+                yield [batch_token_ids, batch_segment_ids], batch_labels
+                batch_token_ids, batch_segment_ids, batch_labels = [], [], []
+
+
+train_generator = data_generator(train_data, batch_size)
+valid_generator = data_generator(valid_data, batch_size)
+
+# Keras 3 on JAX draws random numbers inside a compiled step only from a seed generator
+# owned by the layer; Keras 2 needs none.
+SeedGenerator = getattr(getattr(keras, 'random', None), 'SeedGenerator', None)
+
+
+class BinaryRandomChoice(keras.layers.Layer):
+    """While training, one of its two inputs at random (per batch); otherwise the second."""
+    def __init__(self, **kwargs):
+        super(BinaryRandomChoice, self).__init__(**kwargs)
+        self.supports_masking = True
+        self.seed = SeedGenerator() if SeedGenerator else None
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is not None:
+            return mask[1]
+
+    def call(self, inputs):
+        source, target = inputs
+        mask = K.random_binomial(shape=[1], p=0.5, seed=self.seed)
+        output = mask * source + (1 - mask) * target
+        return K.in_train_phase(output, target)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[1]
+
+
+def bert_of_theseus(predecessor, successor, classifier):
+    inputs = predecessor.inputs
+    for layer in predecessor.model.layers:  # the trained predecessor stays fixed
+        layer.trainable = False
+    classifier.trainable = False
+    predecessor_outputs = predecessor.apply_embeddings(inputs)
+    successor_outputs = successor.apply_embeddings(inputs)
+    outputs = BinaryRandomChoice()([predecessor_outputs, successor_outputs])
+    layers_per_module = predecessor.num_hidden_layers // successor.num_hidden_layers
+    for index in range(successor.num_hidden_layers):
+        predecessor_outputs = outputs
+        for sub_index in range(layers_per_module):
+            predecessor_outputs = predecessor.apply_main_layers(
+                predecessor_outputs, layers_per_module * index + sub_index
+            )
+        successor_outputs = successor.apply_main_layers(outputs, index)
+        outputs = BinaryRandomChoice()([predecessor_outputs, successor_outputs])
+    return keras.models.Model(inputs, classifier(outputs))
+
+
+def evaluate(data, model):
+    total, right = 0., 0.
+    for x_true, y_true in data:
+        y_pred = model.predict(x_true, verbose=0).argmax(axis=1)
+        total += len(y_true)
+        right += (y_true[:, 0] == y_pred).sum()
+    return right / total
+
+
+class Evaluator(keras.callbacks.Callback):
+    def __init__(self, savename):
+        self.best_val_acc = 0.
+        self.savename = os.path.join(output_dir, savename)
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_acc = evaluate(valid_generator, self.model)
+        if val_acc >= self.best_val_acc:
+            self.best_val_acc = val_acc
+            self.model.save_weights(self.savename)
+        print('val_acc: %.5f, best_val_acc: %.5f' % (val_acc, self.best_val_acc))
+
+
+predecessor = build_transformer_model(
+    config_path=config_path,
+    checkpoint_path=checkpoint_path,
+    return_keras_model=False,
+    prefix='Predecessor-',
+)
+successor = build_transformer_model(
+    config_path=config_path,
+    checkpoint_path=checkpoint_path,
+    return_keras_model=False,
+    num_hidden_layers=successor_layers,
+    prefix='Successor-',
+)
+
+x_in = keras.layers.Input(shape=K.int_shape(predecessor.output)[1:])
+x = keras.layers.Lambda(lambda x: x[:, 0])(x_in)
+x = keras.layers.Dense(units=num_classes, activation='softmax')(x)
+classifier = keras.models.Model(x_in, x)
+
+predecessor_model = keras.models.Model(predecessor.inputs, classifier(predecessor.output))
+predecessor_model.compile(
+    loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
+    metrics=['sparse_categorical_accuracy'],
+)
+successor_model = keras.models.Model(successor.inputs, classifier(successor.output))
+successor_model.compile(
+    loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
+    metrics=['sparse_categorical_accuracy'],
+)
+theseus_model = bert_of_theseus(predecessor, successor, classifier)
+theseus_model.compile(
+    loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
+    metrics=['sparse_categorical_accuracy'],
+)
+
+if __name__ == '__main__':
+    evaluators = {}
+    for name, model, n in [('predecessor', predecessor_model, epochs),
+                           ('theseus', theseus_model, 2 * epochs),
+                           ('successor', successor_model, epochs)]:
+        evaluators[name] = Evaluator('theseus_%s.weights.h5' % name)
+        model.fit(
+            train_generator.forfit(),
+            steps_per_epoch=len(train_generator),
+            epochs=n,
+            callbacks=[evaluators[name]],
+        )
+        if name == 'theseus':
+            theseus_model.load_weights(evaluators[name].savename)
+    print('successor val_acc: %.5f' % evaluators['successor'].best_val_acc)
