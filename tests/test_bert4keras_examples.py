@@ -17,6 +17,7 @@ import pytest
 import keras
 
 from bert4keras3.models import build_transformer_model
+from bert4keras3.snippets import sequence_padding
 
 from conftest import write_tiny_model_dir
 
@@ -163,3 +164,86 @@ def test_conditional_lm(monkeypatch, tmp_path, bert_dir):
     assert set(samples) == {0, 1}
     assert all(len(s) == 3 and all(isinstance(t, str) for t in s) for s in samples.values())
     assert math.isfinite(g["evaluator"].lowest)
+
+
+def write_mt5_model(path):
+    """A tiny "pretrained" mT5.1.1 directory as autotitle_mt5.py reads it.
+
+    ``mt5_config.json`` (bert4keras style), ``sentencepiece.model`` trained here on the bundled
+    CSL texts with T5's ids (pad 0, eos 1, unk 2), ``keep_tokens.json`` (every row, in order)
+    and a Google (Mesh TensorFlow) checkpoint ``model.ckpt`` written by
+    ``save_weights_as_checkpoint``. The model is first fitted briefly on CSL's titles so that
+    one epoch of the script gives titles that share characters with the references (a
+    nonzero BLEU, so the script saves its weights).
+    """
+    import json
+
+    spm = pytest.importorskip("sentencepiece")
+    csl = os.path.join(DATA, "csl")
+    pairs = []
+    for name in ("train.tsv", "val.tsv"):
+        with open(os.path.join(csl, name), encoding="utf-8") as f:
+            pairs += [line.rstrip("\n").split("\t") for line in f]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([text for pair in pairs for text in pair]),
+        model_prefix=os.path.join(path, "sentencepiece"), vocab_size=200, model_type="char",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(path, "sentencepiece.model"))
+    vocab = sp.get_piece_size()
+    config = {"vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "attention_head_size": 16, "intermediate_size": 64,
+              "hidden_act": "gelu", "dropout_rate": 0.1,
+              "relative_attention_num_buckets": 8, "relative_attention_max_distance": 20}
+    with open(os.path.join(path, "mt5_config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(path, "keep_tokens.json"), "w") as f:
+        json.dump(list(range(vocab)), f)
+    keras.utils.set_random_seed(0)
+    obj = build_transformer_model(os.path.join(path, "mt5_config.json"), model="mt5.1.1",
+                                  return_keras_model=False)
+    pairs = pairs[:24]  # train.tsv
+    context = sequence_padding([sp.encode(c)[:63] + [1] for _, c in pairs])
+    titles = [sp.encode(t)[:15] + [1] for t, _ in pairs]
+    target = sequence_padding(titles)
+    decoder_in = sequence_padding([[0] + t[:-1] for t in titles])
+    obj.model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss="sparse_categorical_crossentropy")
+    obj.model.fit([context, decoder_in], target, sample_weight=(target != 0).astype("float32"),
+                  batch_size=len(pairs), epochs=40, verbose=0)
+    obj.save_weights_as_checkpoint(os.path.join(path, "model.ckpt"))
+    keras.backend.clear_session()
+    return path
+
+
+@pytest.fixture(scope="session")
+def mt5_dir(tmp_path_factory):
+    return write_mt5_model(str(tmp_path_factory.mktemp("mt5")))
+
+
+def test_autotitle_mt5(monkeypatch, tmp_path, mt5_dir):
+    g = run_example("autotitle_mt5", monkeypatch, tmp_path, mt5_dir, B4K_TITLE_MAXLEN=6)
+    assert len(g["test_data"]) == len(g["valid_data"])  # no test.tsv: val.tsv is reused
+    evaluator = g["evaluator"]
+    assert 0.0 < evaluator.best_bleu <= 1.0  # > 0: the epoch's weights were saved
+    assert os.path.exists(tmp_path / "autotitle_mt5.weights.h5")
+    metrics = evaluator.evaluate(g["valid_data"][:2])
+    assert sorted(metrics) == ["bleu", "rouge-1", "rouge-2", "rouge-l"]
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values()), metrics
+    title = g["autotitle"].generate(g["valid_data"][0][1])
+    assert isinstance(title, str) and len(title) <= 6
+
+    # the loss the script trains with, on one batch with padded titles, against NumPy:
+    # mean next-token cross-entropy over the title tokens, padding of the decoder input
+    # (the Keras mask reaching ``mask[1]``) left out
+    pairs = [(title[:k], content) for k, (title, content) in enumerate(g["valid_data"][:4], 2)]
+    (c, t), _ = next(iter(g["data_generator"](pairs, 4)))  # titles of 2..5 characters
+    loss = g["model"].evaluate([c, t], batch_size=len(c), verbose=0)
+    probs = g["t5"].model.predict([c, t], verbose=0)
+    y_true, y_pred = t[:, 1:].astype(int), probs[:, :-1].astype("float64")
+    picked = np.take_along_axis(y_pred, y_true[..., None], axis=-1)[..., 0]
+    token_loss = -np.log(np.clip(picked, 1e-7, 1.0))
+    y_mask = (y_true != 0).astype("float64")
+    assert 0 < y_mask.sum() < y_mask.size  # the batch has padding to leave out
+    expected = (token_loss * y_mask).sum() / y_mask.sum()
+    assert abs(token_loss.mean() - expected) > 1e-3  # an unmasked loss would be told apart
+    np.testing.assert_allclose(loss, expected, rtol=0, atol=1e-4)
