@@ -34,12 +34,13 @@ batch_size = 32
 config_path = os.path.join(model_dir, 'bert_config.json')
 checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
 dict_path = os.path.join(model_dir, 'vocab.txt')
+weights_path = os.path.join(output_dir, 'adversarial.weights.h5')
 
 
 def load_data(filename):
     """One (text, label id) per line."""
     D = []
-    with open(filename, encoding='utf-8') as f:
+    with open(filename) as f:
         for i, l in enumerate(f):
             l = json.loads(l)
             text, label = l['sentence'], l['label']
@@ -101,7 +102,7 @@ adversarial_training(model, 'Embedding-Token', 0.5)
 def evaluate(data):
     total, right = 0., 0.
     for x_true, y_true in data:
-        y_pred = model.predict(x_true, verbose=0).argmax(axis=1)
+        y_pred = model.predict(x_true).argmax(axis=1)
         y_true = y_true[:, 0]
         total += len(y_true)
         right += (y_true == y_pred).sum()
@@ -111,26 +112,25 @@ def evaluate(data):
 class Evaluator(keras.callbacks.Callback):
     def __init__(self):
         self.best_val_acc = 0.
-        self.weights_path = os.path.join(output_dir, 'adversarial.weights.h5')
 
     def on_epoch_end(self, epoch, logs=None):
         val_acc = evaluate(valid_generator)
-        if val_acc >= self.best_val_acc:
+        if val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
-            model.save_weights(self.weights_path)
+            model.save_weights(weights_path)
         print(u'val_acc: %.5f, best_val_acc: %.5f\n' % (val_acc, self.best_val_acc))
 
 
 def predict_to_file(in_file, out_file):
     """Write test predictions in the CLUE submission format (one JSON per line)."""
     fw = open(out_file, 'w')
-    with open(in_file, encoding='utf-8') as fr:
+    with open(in_file) as fr:
         for l in tqdm(fr):
             l = json.loads(l)
             text = l['sentence']
             token_ids, segment_ids = tokenizer.encode(text, maxlen=maxlen)
             token_ids, segment_ids = to_array([token_ids], [segment_ids])
-            label = model.predict([token_ids, segment_ids], verbose=0)[0].argmax()
+            label = model.predict([token_ids, segment_ids])[0].argmax()
             l = json.dumps({'id': str(l['id']), 'label': str(label)})
             fw.write(l + '\n')
     fw.close()
@@ -144,6 +144,7 @@ if __name__ == '__main__':
         epochs=epochs,
         callbacks=[evaluator]
     )
-    model.load_weights(evaluator.weights_path)
-    predict_to_file(os.path.join(data_dir, 'test.json'),
-                    os.path.join(output_dir, 'iflytek_predict.json'))
+
+else:
+
+    model.load_weights(weights_path)

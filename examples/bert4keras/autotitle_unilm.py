@@ -84,6 +84,7 @@ model = build_transformer_model(
 )
 output = CrossEntropy(2)(model.inputs + model.outputs)
 model = keras.models.Model(model.inputs, output)
+model.summary()
 model.compile(optimizer=Adam(2e-5))
 
 
@@ -93,7 +94,7 @@ class AutoTitle(AutoRegressiveDecoder):
         token_ids, segment_ids = inputs
         token_ids = np.concatenate([token_ids, output_ids], 1)
         segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-        return self.last_token(model).predict([token_ids, segment_ids], verbose=0)
+        return self.last_token(model).predict([token_ids, segment_ids])
 
     def generate(self, text, topk=1):
         max_c_len = maxlen - self.maxlen

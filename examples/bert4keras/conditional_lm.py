@@ -97,6 +97,7 @@ model = build_transformer_model(
 )
 output = CrossEntropy(1)([model.inputs[0], model.outputs[0]])
 model = keras.models.Model(model.inputs, output)
+model.summary()
 model.compile(optimizer=Adam(1e-5))
 
 
@@ -106,7 +107,7 @@ class RandomSentiment(AutoRegressiveDecoder):
     def predict(self, inputs, output_ids, states):
         token_ids = output_ids
         segment_ids = np.zeros_like(token_ids)
-        return self.last_token(model).predict([token_ids, segment_ids, inputs[0]], verbose=0)
+        return self.last_token(model).predict([token_ids, segment_ids, inputs[0]])
 
     def generate(self, label, n=1, topp=0.95):
         results = self.random_sample([[label]], n, topp=topp)

@@ -11,7 +11,9 @@ from bert4keras3.backend import keras, K
 from bert4keras3.tokenizers import Tokenizer
 from bert4keras3.models import build_transformer_model
 from bert4keras3.optimizers import Adam
-from bert4keras3.snippets import sequence_padding, DataGenerator, open
+from bert4keras3.snippets import open
+from bert4keras3.snippets import sequence_padding, DataGenerator
+from tqdm import tqdm
 
 here = os.path.dirname(os.path.abspath(__file__))
 data_dir = os.environ.get('B4K_DATA_DIR', os.path.join(here, '../data/bert4keras/lcqmc'))
@@ -21,8 +23,9 @@ epochs = int(os.environ.get('B4K_EPOCHS', 5))
 config_path = os.path.join(model_dir, 'bert_config.json')
 checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
 dict_path = os.path.join(model_dir, 'vocab.txt')
+weights_path = os.path.join(output_dir, 'cosent.weights.h5')
 maxlen = 64
-batch_size = 16
+batch_size = 32
 
 
 def load_data(filename):
@@ -71,51 +74,70 @@ def cosent_loss(y_true, y_pred):
     return K.logsumexp(y_pred)
 
 
+# build the model
 base = build_transformer_model(config_path, checkpoint_path)
-output = keras.layers.GlobalAveragePooling1D()(base.output)
+output = keras.layers.Lambda(lambda x: x[:, 0])(base.output)
 encoder = keras.models.Model(base.inputs, output)
-encoder.compile(loss=cosent_loss, optimizer=Adam(2e-5))
+
+model = encoder
+model.compile(loss=cosent_loss, optimizer=Adam(2e-5))
 
 train_generator = data_generator(train_data, batch_size)
 valid_generator = data_generator(valid_data, batch_size)
 test_generator = data_generator(test_data, batch_size)
 
 
+def compute_corrcoef(x, y):
+    """Spearman correlation."""
+    return scipy.stats.spearmanr(x, y).correlation
+
+
 def l2_normalize(vecs):
-    return vecs / np.clip((vecs**2).sum(axis=1, keepdims=True)**0.5, 1e-8, np.inf)
-
-
-def evaluate(data):
-    """Spearman correlation between the pair cosine and the label."""
-    Y_true, Y_pred = [], []
-    for x_true, y_true in data:
-        Y_true.extend(y_true[::2, 0])
-        x_vecs = l2_normalize(encoder.predict(x_true, verbose=0))
-        Y_pred.extend((x_vecs[::2] * x_vecs[1::2]).sum(1))
-    return scipy.stats.spearmanr(Y_true, Y_pred).correlation
+    """L2 normalisation."""
+    norms = (vecs**2).sum(axis=1, keepdims=True)**0.5
+    return vecs / np.clip(norms, 1e-8, np.inf)
 
 
 class Evaluator(keras.callbacks.Callback):
+    """Keeps the weights with the best validation score."""
     def __init__(self):
-        self.best_val_score = -2.
-        self.weights_path = os.path.join(output_dir, 'cosent.weights.h5')
+        self.best_val_score = 0.
 
     def on_epoch_end(self, epoch, logs=None):
-        val_score = evaluate(valid_generator)
-        if val_score >= self.best_val_score:
+        val_score = self.evaluate(valid_generator)
+        if val_score > self.best_val_score:
             self.best_val_score = val_score
-            encoder.save_weights(self.weights_path)
-        print('val_score: %.5f, best_val_score: %.5f' % (val_score, self.best_val_score))
+            model.save_weights(weights_path)
+        print(
+            u'val_score: %.5f, best_val_score: %.5f\n' %
+            (val_score, self.best_val_score)
+        )
+
+    def evaluate(self, data):
+        Y_true, Y_pred = [], []
+        for x_true, y_true in data:
+            Y_true.extend(y_true[::2, 0])
+            x_vecs = encoder.predict(x_true)
+            x_vecs = l2_normalize(x_vecs)
+            y_pred = (x_vecs[::2] * x_vecs[1::2]).sum(1)
+            Y_pred.extend(y_pred)
+        return compute_corrcoef(Y_true, Y_pred)
 
 
 if __name__ == '__main__':
+
     evaluator = Evaluator()
-    encoder.fit(
+    model.fit(
         train_generator.forfit(),
         steps_per_epoch=len(train_generator),
         epochs=epochs,
-        callbacks=[evaluator],
+        callbacks=[evaluator]
     )
-    encoder.load_weights(evaluator.weights_path)
-    test_score = evaluate(test_generator)
-    print('test_score: %.5f' % test_score)
+
+    model.load_weights(weights_path)
+    test_score = evaluator.evaluate(test_generator)
+    print(u'test_score: %.5f' % test_score)
+
+else:
+
+    model.load_weights(weights_path)

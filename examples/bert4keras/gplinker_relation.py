@@ -128,6 +128,7 @@ tail_output = EfficientGlobalPointer(
     heads=len(predicate2id), head_size=64, RoPE=False, tril_mask=False
 )(base.model.output)
 model = keras.models.Model(base.model.inputs, [entity_output, head_output, tail_output])
+model.summary()
 AdamEMA = extend_with_exponential_moving_average(Adam, name='AdamEMA')
 optimizer = AdamEMA(learning_rate=2e-5, ema_momentum=0.99)
 model.compile(loss=globalpointer_crossentropy, optimizer=optimizer)
@@ -138,7 +139,7 @@ def extract_spoes(text, threshold=0):
     mapping = tokenizer.rematch(text, tokens)
     token_ids, segment_ids = tokenizer.encode(text, maxlen=maxlen)
     token_ids, segment_ids = to_array([token_ids], [segment_ids])
-    outputs = model.predict([token_ids, segment_ids], verbose=0)
+    outputs = model.predict([token_ids, segment_ids])
     outputs = [o[0] for o in outputs]
     subjects, objects = set(), set()
     outputs[0][:, [0, -1]] -= np.inf

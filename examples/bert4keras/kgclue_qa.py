@@ -112,6 +112,7 @@ model = build_transformer_model(
 )
 output = CrossEntropy(2)(model.inputs + model.outputs)
 model = keras.models.Model(model.inputs, output)
+model.summary()
 model.compile(optimizer=Adam(5e-5))
 
 
@@ -122,7 +123,7 @@ class AutoQA(AutoRegressiveDecoder):
         token_ids, segment_ids = inputs
         all_token_ids = np.concatenate([token_ids, output_ids], 1)
         segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-        probas = self.last_token(model).predict([all_token_ids, segment_ids], verbose=0)
+        probas = self.last_token(model).predict([all_token_ids, segment_ids])
         new_probas = np.zeros_like(probas)
         for i, ids in enumerate(output_ids):
             next_ids = KG.next_ones(list(ids))

@@ -2,6 +2,7 @@
 # Chinese NER with BERT + CRF (People's Daily format: "char tag" per line, BIO tags, a blank
 # line between sentences); Viterbi decoding with the learned transitions.
 # Environment: B4K_MODEL_DIR, B4K_DATA_DIR, B4K_EPOCHS, B4K_OUTPUT_DIR.
+import json
 import os
 
 import numpy as np
@@ -12,6 +13,9 @@ from bert4keras3.optimizers import Adam
 from bert4keras3.snippets import sequence_padding, DataGenerator
 from bert4keras3.snippets import open, ViterbiDecoder, to_array
 from bert4keras3.layers import ConditionalRandomField
+from keras.layers import Dense
+from keras.models import Model
+from tqdm import tqdm
 
 here = os.path.dirname(os.path.abspath(__file__))
 data_dir = os.environ.get('B4K_DATA_DIR', os.path.join(here, '../data/bert4keras/ner'))
@@ -21,8 +25,11 @@ epochs = int(os.environ.get('B4K_EPOCHS', 10))
 config_path = os.path.join(model_dir, 'bert_config.json')
 checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
 dict_path = os.path.join(model_dir, 'vocab.txt')
+weights_path = os.path.join(output_dir, 'ner_crf.weights.h5')
 maxlen = 256
-batch_size = 16
+batch_size = 32
+with open(config_path) as f:
+    bert_layers = json.load(f)['num_hidden_layers']  # 12 in the original, for BERT-base
 learning_rate = 2e-5
 crf_lr_multiplier = 1000  # the transitions learn faster than BERT
 categories = set()
@@ -32,11 +39,12 @@ def load_data(filename):
     """[text, [start, end, type], ...]: text[start:end + 1] is an entity of that type."""
     D = []
     with open(filename, encoding='utf-8') as f:
-        for l in f.read().split('\n\n'):
-            if not l.strip():
+        f = f.read()
+        for l in f.split('\n\n'):
+            if not l:
                 continue
             d = ['']
-            for i, c in enumerate(l.strip().split('\n')):
+            for i, c in enumerate(l.split('\n')):
                 char, flag = c.split(' ')
                 d[0] += char
                 if flag[0] == 'B':
@@ -70,7 +78,8 @@ class data_generator(DataGenerator):
             labels = np.zeros(len(token_ids))
             for start, end, label in d[1:]:
                 if start in start_mapping and end in end_mapping:
-                    start, end = start_mapping[start], end_mapping[end]
+                    start = start_mapping[start]
+                    end = end_mapping[end]
                     labels[start] = categories.index(label) * 2 + 1
                     labels[start + 1:end + 1] = categories.index(label) * 2 + 2
             batch_token_ids.append(token_ids)
@@ -84,11 +93,33 @@ class data_generator(DataGenerator):
                 batch_token_ids, batch_segment_ids, batch_labels = [], [], []
 
 
-model = build_transformer_model(config_path, checkpoint_path)
-output = keras.layers.Dense(len(categories) * 2 + 1)(model.output)
+"""
+The code below uses a BERT-type model. For ALBERT, change the first lines to:
+
+model = build_transformer_model(
+    config_path,
+    checkpoint_path,
+    model='albert',
+)
+
+output_layer = 'Transformer-FeedForward-Norm'
+output = model.get_layer(output_layer).get_output_at(bert_layers - 1)
+"""
+
+model = build_transformer_model(
+    config_path,
+    checkpoint_path,
+)
+
+output_layer = 'Transformer-%s-FeedForward-Norm' % (bert_layers - 1)
+output = model.get_layer(output_layer).output
+output = Dense(len(categories) * 2 + 1)(output)
 CRF = ConditionalRandomField(lr_multiplier=crf_lr_multiplier)
 output = CRF(output)
-model = keras.models.Model(model.input, output)
+
+model = Model(model.input, output)
+model.summary()
+
 model.compile(
     loss=CRF.sparse_loss,
     optimizer=Adam(learning_rate),
@@ -103,7 +134,7 @@ class NamedEntityRecognizer(ViterbiDecoder):
         token_ids = tokenizer.tokens_to_ids(tokens)
         segment_ids = [0] * len(token_ids)
         token_ids, segment_ids = to_array([token_ids], [segment_ids])
-        nodes = model.predict([token_ids, segment_ids], verbose=0)[0]
+        nodes = model.predict([token_ids, segment_ids])[0]
         labels = self.decode(nodes)
         entities, starting = [], False
         for i, label in enumerate(labels):
@@ -117,8 +148,7 @@ class NamedEntityRecognizer(ViterbiDecoder):
                     starting = False
             else:
                 starting = False
-        return [(mapping[w[0]][0], mapping[w[-1]][-1], l) for w, l in entities
-                if mapping[w[0]] and mapping[w[-1]]]
+        return [(mapping[w[0]][0], mapping[w[-1]][-1], l) for w, l in entities]
 
 
 NER = NamedEntityRecognizer(trans=K.eval(CRF.trans), starts=[0], ends=[0])
@@ -127,28 +157,38 @@ NER = NamedEntityRecognizer(trans=K.eval(CRF.trans), starts=[0], ends=[0])
 def evaluate(data):
     """Entity-level F1, precision, recall."""
     X, Y, Z = 1e-10, 1e-10, 1e-10
-    for d in data:
+    for d in tqdm(data, ncols=100):
         R = set(NER.recognize(d[0]))
         T = set([tuple(i) for i in d[1:]])
         X += len(R & T)
         Y += len(R)
         Z += len(T)
-    return 2 * X / (Y + Z), X / Y, X / Z
+    f1, precision, recall = 2 * X / (Y + Z), X / Y, X / Z
+    return f1, precision, recall
 
 
 class Evaluator(keras.callbacks.Callback):
     def __init__(self):
-        self.best_val_f1 = 0.
-        self.weights_path = os.path.join(output_dir, 'ner_crf.weights.h5')
+        self.best_val_f1 = 0
 
     def on_epoch_end(self, epoch, logs=None):
-        NER.trans = K.eval(CRF.trans)
+        trans = K.eval(CRF.trans)
+        NER.trans = trans
+        print(NER.trans)
         f1, precision, recall = evaluate(valid_data)
+        # keep the best weights
         if f1 >= self.best_val_f1:
             self.best_val_f1 = f1
-            model.save_weights(self.weights_path)
-        print('valid: f1: %.5f, precision: %.5f, recall: %.5f, best f1: %.5f' %
-              (f1, precision, recall, self.best_val_f1))
+            model.save_weights(weights_path)
+        print(
+            'valid:  f1: %.5f, precision: %.5f, recall: %.5f, best f1: %.5f\n' %
+            (f1, precision, recall, self.best_val_f1)
+        )
+        f1, precision, recall = evaluate(test_data)
+        print(
+            'test:  f1: %.5f, precision: %.5f, recall: %.5f\n' %
+            (f1, precision, recall)
+        )
 
 
 if __name__ == '__main__':
@@ -160,8 +200,9 @@ if __name__ == '__main__':
         epochs=epochs,
         callbacks=[evaluator],
     )
-    model.load_weights(evaluator.weights_path)
+    test_f1, _, _ = evaluate(test_data)  # added so that tests can read it
+
+else:
+
+    model.load_weights(weights_path)
     NER.trans = K.eval(CRF.trans)
-    test_f1, _, _ = evaluate(test_data)
-    print('test f1: %.5f' % test_f1)
-    print(NER.recognize(test_data[0][0]))

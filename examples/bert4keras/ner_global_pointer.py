@@ -14,6 +14,8 @@ from bert4keras3.tokenizers import Tokenizer
 from bert4keras3.optimizers import Adam
 from bert4keras3.snippets import sequence_padding, DataGenerator
 from bert4keras3.snippets import open, to_array
+from keras.models import Model
+from tqdm import tqdm
 
 here = os.path.dirname(os.path.abspath(__file__))
 data_dir = os.environ.get('B4K_DATA_DIR', os.path.join(here, '../data/bert4keras/ner'))
@@ -24,8 +26,10 @@ efficient = os.environ.get('B4K_EFFICIENT', '0') == '1'
 config_path = os.path.join(model_dir, 'bert_config.json')
 checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
 dict_path = os.path.join(model_dir, 'vocab.txt')
+weights_path = os.path.join(output_dir, 'ner_global_pointer.weights.h5')
 maxlen = 256
 batch_size = 16
+learning_rate = 2e-5
 categories = set()
 
 
@@ -33,11 +37,12 @@ def load_data(filename):
     """[text, (start, end, type), ...] with inclusive character offsets."""
     D = []
     with open(filename, encoding='utf-8') as f:
-        for l in f.read().split('\n\n'):
-            if not l.strip():
+        f = f.read()
+        for l in f.split('\n\n'):
+            if not l:
                 continue
             d = ['']
-            for i, c in enumerate(l.strip().split('\n')):
+            for i, c in enumerate(l.split('\n')):
                 char, flag = c.split(' ')
                 d[0] += char
                 if flag[0] == 'B':
@@ -51,6 +56,7 @@ def load_data(filename):
 
 train_data = load_data(os.path.join(data_dir, 'example.train'))
 valid_data = load_data(os.path.join(data_dir, 'example.dev'))
+test_data = load_data(os.path.join(data_dir, 'example.test'))
 categories = list(sorted(categories))
 
 tokenizer = Tokenizer(dict_path, do_lower_case=True)
@@ -70,8 +76,10 @@ class data_generator(DataGenerator):
             labels = np.zeros((len(categories), maxlen, maxlen))
             for start, end, label in d[1:]:
                 if start in start_mapping and end in end_mapping:
-                    start, end = start_mapping[start], end_mapping[end]
-                    labels[categories.index(label), start, end] = 1
+                    start = start_mapping[start]
+                    end = end_mapping[end]
+                    label = categories.index(label)
+                    labels[label, start, end] = 1
             batch_token_ids.append(token_ids)
             batch_segment_ids.append(segment_ids)
             batch_labels.append(labels[:, :len(token_ids), :len(token_ids)])
@@ -99,10 +107,12 @@ def global_pointer_f1_score(y_true, y_pred):
 model = build_transformer_model(config_path, checkpoint_path)
 Pointer = EfficientGlobalPointer if efficient else GlobalPointer
 output = Pointer(len(categories), 64)(model.output)
-model = keras.models.Model(model.input, output)
+model = Model(model.input, output)
+model.summary()
+
 model.compile(
     loss=global_pointer_crossentropy,
-    optimizer=Adam(2e-5),
+    optimizer=Adam(learning_rate),
     metrics=[global_pointer_f1_score],
 )
 
@@ -114,7 +124,7 @@ class NamedEntityRecognizer(object):
         token_ids = tokenizer.tokens_to_ids(tokens)
         segment_ids = [0] * len(token_ids)
         token_ids, segment_ids = to_array([token_ids], [segment_ids])
-        scores = model.predict([token_ids, segment_ids], verbose=0)[0]
+        scores = model.predict([token_ids, segment_ids])[0]
         scores[:, [0, -1]] -= np.inf  # [CLS] and [SEP] start / end nothing
         scores[:, :, [0, -1]] -= np.inf
         entities = []
@@ -128,27 +138,34 @@ NER = NamedEntityRecognizer()
 
 def evaluate(data):
     X, Y, Z = 1e-10, 1e-10, 1e-10
-    for d in data:
+    for d in tqdm(data, ncols=100):
         R = set(NER.recognize(d[0]))
         T = set([tuple(i) for i in d[1:]])
         X += len(R & T)
         Y += len(R)
         Z += len(T)
-    return 2 * X / (Y + Z), X / Y, X / Z
+    f1, precision, recall = 2 * X / (Y + Z), X / Y, X / Z
+    return f1, precision, recall
 
 
 class Evaluator(keras.callbacks.Callback):
     def __init__(self):
-        self.best_val_f1 = 0.
-        self.weights_path = os.path.join(output_dir, 'ner_global_pointer.weights.h5')
+        self.best_val_f1 = 0
 
     def on_epoch_end(self, epoch, logs=None):
         f1, precision, recall = evaluate(valid_data)
         if f1 >= self.best_val_f1:
             self.best_val_f1 = f1
-            model.save_weights(self.weights_path)
-        print('valid: f1: %.5f, precision: %.5f, recall: %.5f, best f1: %.5f' %
-              (f1, precision, recall, self.best_val_f1))
+            model.save_weights(weights_path)
+        print(
+            'valid:  f1: %.5f, precision: %.5f, recall: %.5f, best f1: %.5f\n' %
+            (f1, precision, recall, self.best_val_f1)
+        )
+        f1, precision, recall = evaluate(test_data)
+        print(
+            'test:  f1: %.5f, precision: %.5f, recall: %.5f\n' %
+            (f1, precision, recall)
+        )
 
 
 if __name__ == '__main__':
@@ -160,4 +177,7 @@ if __name__ == '__main__':
         epochs=epochs,
         callbacks=[evaluator],
     )
-    print(NER.recognize(valid_data[0][0]))
+
+else:
+
+    model.load_weights(weights_path)

@@ -97,6 +97,7 @@ elif pooling == 'last-avg':
 else:
     output = keras.layers.Lambda(lambda x: x[:, 0])(outputs[-1])
 encoder = keras.models.Model(bert.inputs, output)
+encoder.summary()
 encoder.compile(loss=simcse_loss, optimizer=Adam(1e-5))
 
 
@@ -107,8 +108,8 @@ def l2_normalize(vecs):
 def evaluate(data):
     a_token_ids = sequence_padding([tokenizer.encode(d[0], maxlen=maxlen)[0] for d in data])
     b_token_ids = sequence_padding([tokenizer.encode(d[1], maxlen=maxlen)[0] for d in data])
-    a_vecs = l2_normalize(encoder.predict([a_token_ids, np.zeros_like(a_token_ids)], verbose=0))
-    b_vecs = l2_normalize(encoder.predict([b_token_ids, np.zeros_like(b_token_ids)], verbose=0))
+    a_vecs = l2_normalize(encoder.predict([a_token_ids, np.zeros_like(a_token_ids)]))
+    b_vecs = l2_normalize(encoder.predict([b_token_ids, np.zeros_like(b_token_ids)]))
     sims = (a_vecs * b_vecs).sum(axis=1)
     return scipy.stats.spearmanr([d[2] for d in data], sims).correlation
 

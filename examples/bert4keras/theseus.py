@@ -11,8 +11,11 @@ import numpy as np
 from bert4keras3.backend import keras, K
 from bert4keras3.tokenizers import Tokenizer
 from bert4keras3.models import build_transformer_model
-from bert4keras3.optimizers import Adam
-from bert4keras3.snippets import sequence_padding, DataGenerator, open
+from bert4keras3.optimizers import Adam, extend_with_piecewise_linear_lr
+from bert4keras3.snippets import sequence_padding, DataGenerator
+from bert4keras3.snippets import open
+from keras.layers import Input, Lambda, Dense, Layer
+from keras.models import Model
 
 here = os.path.dirname(os.path.abspath(__file__))
 data_dir = os.environ.get('B4K_DATA_DIR', os.path.join(here, '../data/bert4keras/iflytek'))
@@ -24,15 +27,16 @@ config_path = os.path.join(model_dir, 'bert_config.json')
 checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
 dict_path = os.path.join(model_dir, 'vocab.txt')
 maxlen = 128
-batch_size = 16
+batch_size = 32
 
 
 def load_data(filename):
     D = []
-    with open(filename, encoding='utf-8') as f:
-        for l in f:
+    with open(filename) as f:
+        for i, l in enumerate(f):
             l = json.loads(l)
-            D.append((l['sentence'], int(l['label'])))
+            text, label = l['sentence'], l['label']
+            D.append((text, int(label)))
     return D
 
 
@@ -66,7 +70,7 @@ valid_generator = data_generator(valid_data, batch_size)
 SeedGenerator = getattr(getattr(keras, 'random', None), 'SeedGenerator', None)
 
 
-class BinaryRandomChoice(keras.layers.Layer):
+class BinaryRandomChoice(Layer):
     """While training, one of its two inputs at random (per batch); otherwise the second."""
     def __init__(self, **kwargs):
         super(BinaryRandomChoice, self).__init__(**kwargs)
@@ -87,11 +91,11 @@ class BinaryRandomChoice(keras.layers.Layer):
         return input_shape[1]
 
 
-def bert_of_theseus(predecessor, successor, classifier):
+def bert_of_theseus(predecessor, successor, classfier):
     inputs = predecessor.inputs
     for layer in predecessor.model.layers:  # the trained predecessor stays fixed
         layer.trainable = False
-    classifier.trainable = False
+    classfier.trainable = False
     predecessor_outputs = predecessor.apply_embeddings(inputs)
     successor_outputs = successor.apply_embeddings(inputs)
     outputs = BinaryRandomChoice()([predecessor_outputs, successor_outputs])
@@ -104,29 +108,35 @@ def bert_of_theseus(predecessor, successor, classifier):
             )
         successor_outputs = successor.apply_main_layers(outputs, index)
         outputs = BinaryRandomChoice()([predecessor_outputs, successor_outputs])
-    return keras.models.Model(inputs, classifier(outputs))
+    outputs = classfier(outputs)
+    model = Model(inputs, outputs)
+    return model
 
 
 def evaluate(data, model):
     total, right = 0., 0.
     for x_true, y_true in data:
-        y_pred = model.predict(x_true, verbose=0).argmax(axis=1)
+        y_pred = model.predict(x_true).argmax(axis=1)
+        y_true = y_true[:, 0]
         total += len(y_true)
-        right += (y_true[:, 0] == y_pred).sum()
+        right += (y_true == y_pred).sum()
     return right / total
 
 
 class Evaluator(keras.callbacks.Callback):
     def __init__(self, savename):
         self.best_val_acc = 0.
-        self.savename = os.path.join(output_dir, savename)
+        self.savename = savename
 
     def on_epoch_end(self, epoch, logs=None):
         val_acc = evaluate(valid_generator, self.model)
-        if val_acc >= self.best_val_acc:
+        if val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.model.save_weights(self.savename)
-        print('val_acc: %.5f, best_val_acc: %.5f' % (val_acc, self.best_val_acc))
+        print(
+            u'val_acc: %.5f, best_val_acc: %.5f\n' %
+            (val_acc, self.best_val_acc)
+        )
 
 
 predecessor = build_transformer_model(
@@ -143,39 +153,63 @@ successor = build_transformer_model(
     prefix='Successor-',
 )
 
-x_in = keras.layers.Input(shape=K.int_shape(predecessor.output)[1:])
-x = keras.layers.Lambda(lambda x: x[:, 0])(x_in)
-x = keras.layers.Dense(units=num_classes, activation='softmax')(x)
-classifier = keras.models.Model(x_in, x)
+x_in = Input(shape=K.int_shape(predecessor.output)[1:])
+x = Lambda(lambda x: x[:, 0])(x_in)
+x = Dense(units=num_classes, activation='softmax')(x)
+classfier = Model(x_in, x)
 
-predecessor_model = keras.models.Model(predecessor.inputs, classifier(predecessor.output))
+predecessor_model = Model(predecessor.inputs, classfier(predecessor.output))
 predecessor_model.compile(
     loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
     metrics=['sparse_categorical_accuracy'],
 )
-successor_model = keras.models.Model(successor.inputs, classifier(successor.output))
+predecessor_model.summary()
+successor_model = Model(successor.inputs, classfier(successor.output))
 successor_model.compile(
     loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
     metrics=['sparse_categorical_accuracy'],
 )
-theseus_model = bert_of_theseus(predecessor, successor, classifier)
+successor_model.summary()
+theseus_model = bert_of_theseus(predecessor, successor, classfier)
 theseus_model.compile(
     loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
     metrics=['sparse_categorical_accuracy'],
 )
+theseus_model.summary()
 
 if __name__ == '__main__':
-    evaluators = {}
-    for name, model, n in [('predecessor', predecessor_model, epochs),
-                           ('theseus', theseus_model, 2 * epochs),
-                           ('successor', successor_model, epochs)]:
-        evaluators[name] = Evaluator('theseus_%s.weights.h5' % name)
-        model.fit(
-            train_generator.forfit(),
-            steps_per_epoch=len(train_generator),
-            epochs=n,
-            callbacks=[evaluators[name]],
-        )
-        if name == 'theseus':
-            theseus_model.load_weights(evaluators[name].savename)
-    print('successor val_acc: %.5f' % evaluators['successor'].best_val_acc)
+    # train the predecessor
+    predecessor_evaluator = Evaluator(
+        os.path.join(output_dir, 'theseus_predecessor.weights.h5')
+    )
+    predecessor_model.fit(
+        train_generator.forfit(),
+        steps_per_epoch=len(train_generator),
+        epochs=epochs,
+        callbacks=[predecessor_evaluator]
+    )
+    # train theseus
+    theseus_evaluator = Evaluator(os.path.join(output_dir, 'theseus_theseus.weights.h5'))
+    theseus_model.fit(
+        train_generator.forfit(),
+        steps_per_epoch=len(train_generator),
+        epochs=2 * epochs,
+        callbacks=[theseus_evaluator]
+    )
+    theseus_model.load_weights(os.path.join(output_dir, 'theseus_theseus.weights.h5'))
+    # fine-tune the successor alone
+    successor_evaluator = Evaluator(
+        os.path.join(output_dir, 'theseus_successor.weights.h5')
+    )
+    successor_model.fit(
+        train_generator.forfit(),
+        steps_per_epoch=len(train_generator),
+        epochs=epochs,
+        callbacks=[successor_evaluator]
+    )
+    # added so that tests can read them
+    evaluators = {
+        'predecessor': predecessor_evaluator,
+        'theseus': theseus_evaluator,
+        'successor': successor_evaluator,
+    }
