@@ -10,7 +10,7 @@ PYBIN="$(bash "$ROOT/scripts/setup_env.sh")" || { echo "environment setup failed
 cd "$ROOT"
 export TF_CPP_MIN_LOG_LEVEL=2 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # what runs on PyTorch (the whole suite there is tracked separately)
-TORCH_TESTS="tests/test_generation.py tests/test_decoding.py tests/test_t5.py tests/test_masking.py tests/test_snippets.py tests/test_training.py"
+TORCH_TESTS="tests/test_generation.py tests/test_decoding.py tests/test_t5.py tests/test_masking.py tests/test_snippets.py tests/test_training.py tests/test_keras2_methods.py"
 status=0
 for backend in ${BERT4KERAS3_BACKENDS:-jax tensorflow torch}; do
   echo "=== pytest on KERAS_BACKEND=$backend ==="
