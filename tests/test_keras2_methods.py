@@ -6,7 +6,7 @@ import pytest
 
 import keras
 
-import bert4keras3  # noqa: F401  (installs the conveniences)
+import bert4keras3  # noqa: F401 (installs the conveniences)
 
 
 def two_input_model():

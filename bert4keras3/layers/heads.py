@@ -325,8 +325,25 @@ def _to_float(x):
     return x
 
 
+class _TagScores(keras.layers.Layer):
+    """Base of the sequence-labelling heads: per-token tag scores pass through, padded
+    positions pushed to a large negative value; the mask is consumed."""
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return inputs
+        mask = _check_mask(type(self).__name__, inputs, mask)
+        return ops.where(mask[..., None], inputs, ops.cast(mask_value(inputs.dtype), inputs.dtype))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 @keras.saving.register_keras_serializable(package="bert4keras3")
-class ConditionalRandomField(keras.layers.Layer):
+class ConditionalRandomField(_TagScores):
     """Linear-chain CRF output layer (bert4keras semantics).
 
     The layer passes its input emissions ``[batch, seq, num_labels]`` through, writing
@@ -376,18 +393,6 @@ class ConditionalRandomField(keras.layers.Layer):
         if self.lr_multiplier != 1:
             return self._trans * self.lr_multiplier
         return ops.convert_to_tensor(self._trans)
-
-    def call(self, inputs, mask=None):
-        if mask is None:
-            return inputs
-        mask = _check_mask(type(self).__name__, inputs, mask)
-        return ops.where(mask[..., None], inputs, ops.cast(mask_value(inputs.dtype), inputs.dtype))
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = super().get_config()
@@ -540,7 +545,7 @@ def _reverse_valid(x, lengths):
 
 
 @keras.saving.register_keras_serializable(package="bert4keras3")
-class MaximumEntropyMarkovModel(keras.layers.Layer):
+class MaximumEntropyMarkovModel(_TagScores):
     """(Bidirectional) maximum-entropy Markov model output layer (bert4keras semantics).
 
     A lighter alternative to :class:`ConditionalRandomField` with the same use: the layer
@@ -611,18 +616,6 @@ class MaximumEntropyMarkovModel(keras.layers.Layer):
     def r_trans(self):
         """Right factor of the low-rank transitions (``hidden_dim`` set)."""
         return self._scaled(self._r_trans)
-
-    def call(self, inputs, mask=None):
-        if mask is None:
-            return inputs
-        mask = _check_mask(type(self).__name__, inputs, mask)
-        return ops.where(mask[..., None], inputs, ops.cast(mask_value(inputs.dtype), inputs.dtype))
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = super().get_config()
