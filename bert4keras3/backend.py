@@ -841,9 +841,61 @@ def _k_set_value(x, value):
     x.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(x.dtype)))
 
 
+def _in_jax_trace():
+    """True inside a function JAX is tracing (jit, grad, Keras' compiled steps)."""
+    if keras.backend.backend() != "jax":
+        return False
+    from keras.src.utils.jax_utils import is_in_jax_tracing_scope
+
+    return is_in_jax_tracing_scope()
+
+
+def _stateful_uniform(shape):
+    """Uniform [0, 1) float32 numbers from XLA's stateful generator: new numbers on every run
+    of the compiled function, no seed state to thread (what an unseeded Keras 2 op did)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    return lax.rng_uniform(jnp.float32(0), jnp.float32(1), tuple(int(d) for d in shape))
+
+
+def _k_random_uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+    dtype = dtype or keras.config.floatx()
+    if seed is None and _in_jax_trace():  # Keras 3 refuses unseeded random ops there
+        return ops.cast(minval + (maxval - minval) * _stateful_uniform(shape), dtype)
+    return keras.random.uniform(shape, minval, maxval, dtype=dtype, seed=seed)
+
+
+def _k_random_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    dtype = dtype or keras.config.floatx()
+    if seed is None and _in_jax_trace():  # Box-Muller on two stateful uniforms
+        u1, u2 = _stateful_uniform(shape), _stateful_uniform(shape)
+        z = ops.sqrt(-2.0 * ops.log1p(-u1)) * ops.cos(2.0 * math.pi * u2)
+        return ops.cast(mean + stddev * z, dtype)
+    return keras.random.normal(shape, mean, stddev, dtype=dtype, seed=seed)
+
+
+def _k_truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    dtype = dtype or keras.config.floatx()
+    if seed is None and _in_jax_trace():  # inverse CDF on [Phi(-2), Phi(2)], as Keras truncates
+        lo, hi = 0.5 * math.erfc(2 / math.sqrt(2)), 0.5 * math.erfc(-2 / math.sqrt(2))
+        u = lo + (hi - lo) * _stateful_uniform(shape)
+        z = math.sqrt(2.0) * ops.erfinv(2.0 * u - 1.0)
+        return ops.cast(mean + stddev * z, dtype)
+    return keras.random.truncated_normal(shape, mean, stddev, dtype=dtype, seed=seed)
+
+
 def _k_random_binomial(shape, p=0.0, dtype=None, seed=None):
-    u = keras.random.uniform(shape, seed=seed)
+    u = _k_random_uniform(shape, seed=seed, dtype="float32")
     return ops.cast(ops.less(u, p), dtype or keras.config.floatx())
+
+
+def _k_dropout(x, level, noise_shape=None, seed=None):
+    if seed is None and _in_jax_trace():
+        x = ops.convert_to_tensor(x)
+        keep = _k_random_uniform(noise_shape or ops.shape(x), dtype=x.dtype) >= level
+        return ops.where(keep, x / (1.0 - level), ops.zeros_like(x))
+    return keras.random.dropout(x, level, noise_shape=noise_shape, seed=seed)
 
 
 def _k_hard_sigmoid(x):
@@ -881,8 +933,9 @@ class _Keras2Backend:
     bert4keras' additions (flexible ``K.reshape``, ``K.flatten(x, start, end)``,
     broadcasting ``K.where``, ``K.logsumexp``, ``K.symbolic``). Differences from Keras 2:
     ``K.shape`` returns a tuple (ints where static); ``K.zeros``/``K.ones``/``K.eye``
-    return tensors (use ``K.variable`` for a variable); random functions need a
-    ``seed`` (int or ``keras.random.SeedGenerator``) inside compiled JAX code.
+    return tensors (use ``K.variable`` for a variable); random functions without a ``seed``
+    also work inside compiled JAX code (fresh numbers each run, not reproducible by
+    ``keras.utils.set_random_seed``; give ``seed=`` a ``keras.random.SeedGenerator`` for that).
     Names with no Keras 3 meaning (``K.gradients``, ``K.function``,
     ``K.learning_phase``, ...) raise an ``AttributeError`` that says what to do.
     """
@@ -977,11 +1030,7 @@ class _Keras2Backend:
     l2_normalize = staticmethod(_k_l2_normalize)
     stop_gradient = staticmethod(lambda x: ops.stop_gradient(ops.convert_to_tensor(x)))
     bias_add = staticmethod(lambda x, bias, data_format=None: x + bias)
-    dropout = staticmethod(
-        lambda x, level, noise_shape=None, seed=None: keras.random.dropout(
-            x, level, noise_shape=noise_shape, seed=seed
-        )
-    )
+    dropout = staticmethod(_k_dropout)
 
     # comparisons, selection
     equal = staticmethod(ops.equal)
@@ -1034,22 +1083,10 @@ class _Keras2Backend:
         )
     )
 
-    # random (pass seed=int or keras.random.SeedGenerator inside compiled JAX code)
-    random_uniform = staticmethod(
-        lambda shape, minval=0.0, maxval=1.0, dtype=None, seed=None: keras.random.uniform(
-            shape, minval, maxval, dtype=dtype, seed=seed
-        )
-    )
-    random_normal = staticmethod(
-        lambda shape, mean=0.0, stddev=1.0, dtype=None, seed=None: keras.random.normal(
-            shape, mean, stddev, dtype=dtype, seed=seed
-        )
-    )
-    truncated_normal = staticmethod(
-        lambda shape, mean=0.0, stddev=1.0, dtype=None, seed=None: keras.random.truncated_normal(
-            shape, mean, stddev, dtype=dtype, seed=seed
-        )
-    )
+    # random: seed=None works everywhere (inside compiled JAX code: XLA's stateful generator)
+    random_uniform = staticmethod(_k_random_uniform)
+    random_normal = staticmethod(_k_random_normal)
+    truncated_normal = staticmethod(_k_truncated_normal)
     random_binomial = staticmethod(_k_random_binomial)
     random_bernoulli = staticmethod(_k_random_binomial)
 

@@ -411,3 +411,34 @@ def test_k_concatenate_takes_python_lists():
                                rtol=1e-6)
     np.testing.assert_array_equal(np_(K.concatenate([np.ones((1, 2)), np.zeros((1, 2))])),
                                   [[1, 1, 0, 0]])
+
+
+def test_k_random_without_seed_inside_compiled_steps():
+    """bert4keras' BinaryRandomChoice calls ``K.random_binomial`` with no seed in a layer."""
+
+    class Draws(keras.layers.Layer):
+        def call(self, inputs):
+            n = (4000,)
+            return ops.stack([K.random_uniform(n, 2.0, 4.0), K.random_normal(n, 1.0, 2.0),
+                              K.truncated_normal(n), K.random_binomial(n, p=0.3),
+                              K.dropout(ops.ones(n), 0.25)])[None] + 0.0 * inputs[:, :1, None]
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], 5, 4000)
+
+    x_in = keras.Input((3,))
+    model = keras.Model(x_in, Draws()(x_in))
+    x = np.ones((1, 3), "float32")
+    first, second = model.predict(x, verbose=0)[0], model.predict(x, verbose=0)[0]
+    assert np.abs(first - second).max() > 0.1  # fresh numbers on each compiled run
+    u, normal, trunc, binom, drop = first.astype("float64")
+    assert u.min() >= 2.0 and u.max() < 4.0 and abs(u.mean() - 3.0) < 0.05
+    assert abs(normal.mean() - 1.0) < 0.15 and abs(normal.std() - 2.0) < 0.1
+    # N(0, 1) truncated at 2 stddev has std 0.880
+    assert np.abs(trunc).max() <= 2.0 and abs(trunc.std() - 0.880) < 0.04
+    assert set(np.unique(binom)) <= {0.0, 1.0} and abs(binom.mean() - 0.3) < 0.03
+    assert set(np.round(np.unique(drop), 5)) <= {0.0, round(1 / 0.75, 5)}
+    assert abs((drop == 0).mean() - 0.25) < 0.03
+    # and a model with such a layer trains with fit
+    model.compile(loss="mse", optimizer="sgd")
+    model.fit(x, np.zeros((1, 5, 4000), "float32"), epochs=1, verbose=0)
