@@ -6,9 +6,14 @@ Installed once when ``bert4keras3`` is imported; nothing that Keras 3 accepts ch
   forward to ``fit`` / ``evaluate`` / ``predict``;
 * ``fit``, ``evaluate``, ``predict``, ``train_on_batch``, ``test_on_batch`` and
   ``predict_on_batch`` take nested Python lists of numbers as arrays, as Keras 2 did
-  (``model.predict([[token_ids], [segment_ids]])``); Keras 3 rejects them.
+  (``model.predict([[token_ids], [segment_ids]])``); Keras 3 rejects them;
+* ``save_weights`` / ``load_weights`` take any file name (``'best_model.weights'``), as Keras 2
+  did; Keras 3 insists on ``.weights.h5``. The file is a Keras 3 ``.weights.h5`` file under the
+  name given.
 """
 import functools
+import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -105,6 +110,52 @@ def predict_generator(self, generator, steps=None, callbacks=None, max_queue_siz
     return self.predict(generator, steps=steps, callbacks=callbacks, verbose=verbose)
 
 
+_KERAS3_SUFFIXES = (".keras", ".weights.h5", ".weights.json", ".h5", ".hdf5")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _other_name(filepath):
+    """True for a file name Keras 3's weight saving would refuse (bert4keras' ``x.weights``)."""
+    return isinstance(filepath, (str, os.PathLike)) and \
+        not str(filepath).endswith(_KERAS3_SUFFIXES)
+
+
+def _save_any_name(method):
+    @functools.wraps(method)
+    def save_weights(self, filepath, overwrite=True, *args, **kwargs):
+        if not _other_name(filepath):
+            return method(self, filepath, overwrite, *args, **kwargs)
+        filepath = os.fspath(filepath)
+        if os.path.exists(filepath) and not overwrite:
+            raise FileExistsError(f"save_weights: {filepath!r} exists and overwrite=False")
+        fd, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=os.path.dirname(filepath) or ".")
+        os.close(fd)
+        try:
+            method(self, tmp, True, *args, **kwargs)
+            os.replace(tmp, filepath)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    return save_weights
+
+
+def _load_any_name(method):
+    @functools.wraps(method)
+    def load_weights(self, filepath, *args, **kwargs):
+        if _other_name(filepath) and os.path.isfile(filepath):
+            with open(filepath, "rb") as f:
+                is_hdf5 = f.read(8) == _HDF5_MAGIC
+            if is_hdf5:
+                with tempfile.TemporaryDirectory() as folder:
+                    link = os.path.join(folder, "model.weights.h5")
+                    os.symlink(os.path.abspath(filepath), link)
+                    return method(self, link, *args, **kwargs)
+        return method(self, filepath, *args, **kwargs)
+
+    return load_weights
+
+
 def install():
     """Add the Keras 2 conveniences to ``keras.Model`` (idempotent)."""
     model = keras.Model
@@ -114,6 +165,8 @@ def install():
         setattr(model, name, _accept_lists(getattr(model, name)))
     for name in ("predict", "predict_on_batch"):
         setattr(model, name, _accept_lists_x(getattr(model, name)))
+    model.save_weights = _save_any_name(model.save_weights)
+    model.load_weights = _load_any_name(model.load_weights)
     for function in (fit_generator, evaluate_generator, predict_generator):
         if not hasattr(model, function.__name__):
             setattr(model, function.__name__, function)

@@ -1,4 +1,5 @@
 """Keras 2 model conveniences bert4keras scripts use (bert4keras3/_keras2.py)."""
+import os
 import warnings
 
 import numpy as np
@@ -64,3 +65,25 @@ def test_generator_methods_forward():
         warnings.simplefilter("always")
         model.predict_generator((((a, b),) for a, b in [x]), workers=4)
     assert any("workers" in str(w.message) for w in caught)
+
+
+def test_weights_under_any_file_name(tmp_path):
+    model = two_input_model()
+    path = str(tmp_path / "best_model.weights")  # bert4keras scripts' name
+    model.save_weights(path)
+    assert sorted(os.listdir(tmp_path)) == ["best_model.weights"]  # no temporary left
+    saved = [w.copy() for w in model.get_weights()]
+    fresh = two_input_model()
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(saved, fresh.get_weights()))
+    fresh.load_weights(path)
+    for a, b in zip(saved, fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileExistsError, match="overwrite=False"):
+        model.save_weights(path, overwrite=False)
+    # Keras 3's own names behave as before
+    model.save_weights(str(tmp_path / "m.weights.h5"))
+    with pytest.raises(ValueError):
+        model.save_weights(str(tmp_path / "m.h5"))
+    (tmp_path / "junk.weights").write_text("not hdf5")
+    with pytest.raises(ValueError):
+        fresh.load_weights(str(tmp_path / "junk.weights"))
