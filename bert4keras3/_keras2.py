@@ -143,6 +143,9 @@ def _save_any_name(method):
 def _load_any_name(method):
     @functools.wraps(method)
     def load_weights(self, filepath, *args, **kwargs):
+        if _other_name(filepath) and not os.path.exists(filepath):
+            raise FileNotFoundError(f"load_weights: expected a weights file at {filepath!r}, "
+                                    f"found nothing there")
         if _other_name(filepath) and os.path.isfile(filepath):
             with open(filepath, "rb") as f:
                 is_hdf5 = f.read(8) == _HDF5_MAGIC
