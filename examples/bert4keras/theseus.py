@@ -65,17 +65,12 @@ class data_generator(DataGenerator):
 train_generator = data_generator(train_data, batch_size)
 valid_generator = data_generator(valid_data, batch_size)
 
-# Keras 3 on JAX draws random numbers inside a compiled step only from a seed generator
-# owned by the layer; Keras 2 needs none.
-SeedGenerator = getattr(getattr(keras, 'random', None), 'SeedGenerator', None)
-
 
 class BinaryRandomChoice(Layer):
     """While training, one of its two inputs at random (per batch); otherwise the second."""
     def __init__(self, **kwargs):
         super(BinaryRandomChoice, self).__init__(**kwargs)
         self.supports_masking = True
-        self.seed = SeedGenerator() if SeedGenerator else None
 
     def compute_mask(self, inputs, mask=None):
         if mask is not None:
@@ -83,7 +78,7 @@ class BinaryRandomChoice(Layer):
 
     def call(self, inputs):
         source, target = inputs
-        mask = K.random_binomial(shape=[1], p=0.5, seed=self.seed)
+        mask = K.random_binomial(shape=[1], p=0.5)
         output = mask * source + (1 - mask) * target
         return K.in_train_phase(output, target)
 
