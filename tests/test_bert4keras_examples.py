@@ -9,6 +9,7 @@ files it wrote).
 import glob
 import math
 import os
+import re
 import runpy
 
 import numpy as np
@@ -104,32 +105,90 @@ def test_ner_global_pointer(monkeypatch, tmp_path, bert_dir, efficient):
     assert os.path.exists(tmp_path / "ner_global_pointer.weights.h5")
 
 
+def read_json_objects(path):
+    """The JSON objects of a file written as indented objects one after another."""
+    import json
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    decoder, objects, i = json.JSONDecoder(), [], 0
+    while text[i:].strip():
+        i += len(text[i:]) - len(text[i:].lstrip())
+        obj, i = decoder.raw_decode(text, i)
+        objects.append(obj)
+    return objects
+
+
 def test_gplinker_relation(monkeypatch, tmp_path, bert_dir):
     g = run_example("gplinker_relation", monkeypatch, tmp_path, bert_dir)
     assert sorted(g["predicate2id"]) == ["作者", "出生地", "毕业院校"]
+    f1, precision, recall = g["evaluate"](g["valid_data"][:3])
+    assert all(0.0 <= v <= 1.0 for v in (f1, precision, recall))
     assert 0.0 <= g["evaluator"].best_val_f1 <= 1.0
-    with open(tmp_path / "dev_pred.json", encoding="utf-8") as f:
-        rows = [__import__("json").loads(line) for line in f]
-    assert len(rows) == len(g["valid_data"]) and all("spo_list_pred" in r for r in rows)
+    assert os.path.exists(tmp_path / "gplinker.weights.h5")  # saved on f1 >= best (0)
+    rows = read_json_objects(tmp_path / "dev_pred.json")  # rewritten by the call above
+    assert len(rows) == 3
+    for row, d in zip(rows, g["valid_data"]):
+        assert sorted(row) == ["lack", "new", "spo_list", "spo_list_pred", "text"]
+        assert row["text"] == d["text"]
+        assert sorted(map(tuple, row["spo_list"])) == sorted(set(d["spo_list"]))
+        pred = set(map(tuple, row["spo_list_pred"]))
+        assert set(map(tuple, row["new"])) == pred - set(map(tuple, row["spo_list"]))
+        for s, p, o in pred:  # spans of the text, known predicates
+            assert s in d["text"] and o in d["text"] and p in g["predicate2id"]
 
 
 def test_autotitle_unilm(monkeypatch, tmp_path, bert_dir):
     g = run_example("autotitle_unilm", monkeypatch, tmp_path, bert_dir, B4K_TITLE_MAXLEN=5)
-    assert 0.0 <= g["evaluator"].best_rouge_l <= 1.0
-    title = g["autotitle"].generate(g["valid_data"][0][1])
-    assert isinstance(title, str) and len(title.replace(" ", "")) <= 5 * 2
-    assert os.path.exists(tmp_path / "autotitle.weights.h5")
+    assert len(g["test_data"]) == 3  # csl/test.tsv is read (not used in training)
+    evaluator = g["evaluator"]
+    assert 0.0 <= evaluator.best_bleu <= 1.0
+    # saved only when the BLEU beats 0 (strict ">", as the original)
+    assert os.path.exists(tmp_path / "autotitle.weights.h5") == (evaluator.best_bleu > 0)
+    metrics = evaluator.evaluate(g["valid_data"][:2])
+    assert sorted(metrics) == ["bleu", "rouge-1", "rouge-2", "rouge-l"]
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values()), metrics
+    # the metrics are rouge's and nltk's: a prediction equal to the title scores 1
+    title, content = g["valid_data"][0]
+    monkeypatch.setattr(g["autotitle"], "generate", lambda text, topk=1: title)
+    perfect = evaluator.evaluate([(title, content)])
+    assert all(abs(v - 1.0) < 1e-6 for v in perfect.values()), perfect
+    monkeypatch.undo()
+    generated = g["autotitle"].generate(content)
+    assert isinstance(generated, str) and len(generated.replace(" ", "")) <= 5 * 2
 
 
-def test_kgclue_qa(monkeypatch, tmp_path, roformer_dir):
-    g = run_example("kgclue_qa", monkeypatch, tmp_path, roformer_dir)
-    assert 0.0 <= g["evaluator"].best_em <= 1.0
-    objects = {line.rstrip("\n").split("\t")[2]
-               for line in open(os.path.join(DATA, "kgclue", "Knowledge.txt"), encoding="utf-8")}
-    for question, _ in g["valid_data"][:3]:
-        subject, predicate, answer = g["autoqa"].generate(question, topk=2)
-        assert answer in objects  # the constraint only lets KB keys through
-        assert isinstance(subject, str) and isinstance(predicate, str)
+def test_kgclue_qa(monkeypatch, tmp_path, roformer_dir, capsys):
+    import shutil
+
+    data_dir = tmp_path / "kgclue"  # the script caches KG.json in its data directory
+    shutil.copytree(os.path.join(DATA, "kgclue"), data_dir)
+    for name, n in (("dev.json", 2), ("test_public.json", 1)):  # fewer decodes (test time)
+        with open(data_dir / name, encoding="utf-8") as f:
+            lines = f.readlines()[:n]
+        with open(data_dir / name, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+    g = run_example("kgclue_qa", monkeypatch, tmp_path, roformer_dir, B4K_DATA_DIR=data_dir)
+    assert os.path.exists(data_dir / "KG.json")
+    assert os.path.exists(tmp_path / "kgclue.weights.h5")  # saved on score >= best (0)
+    assert 0.0 <= g["evaluator"].best_score <= 1.0
+    assert len(g["valid_data"]) == 2 and len(g["test_data"]) == 1
+    tests = re.findall(r"\[TEST\] topk=(\d), em: ([\d.]+), f1: ([\d.]+), score: ([\d.]+)",
+                       capsys.readouterr().out)
+    assert [t[0] for t in tests] == ["1", "3", "5"]
+    for _, em, f1, score in tests:
+        em, f1, score = float(em), float(f1), float(score)
+        assert 0.0 <= em <= f1 <= 1.0 and abs(score - (em + f1) / 2) < 1e-5
+    objects = {" ".join(line.rstrip("\n").split("\t")[2].split())
+               for line in open(data_dir / "Knowledge.txt", encoding="utf-8")}
+    keys = {tuple(line.rstrip("\n").split("\t")[:2])
+            for line in open(data_dir / "Knowledge.txt", encoding="utf-8")}
+    for question, _ in g["valid_data"][:2]:
+        s, p, m, o = g["autoqa"].generate(question, topk=2)
+        # the trie only lets knowledge-base keys through: a (subject, predicate) of the KB
+        # and its object(s)
+        assert all(x in objects for x in o.split("\t"))
+        subject = (s + "（%s）" % m if m else s).replace(" ", "")
+        assert (subject, p.replace(" ", "")) in keys
 
 
 def test_cosent(monkeypatch, tmp_path, bert_dir):
@@ -141,11 +200,28 @@ def test_cosent(monkeypatch, tmp_path, bert_dir):
     assert np.isfinite(float(keras.ops.convert_to_numpy(loss)))
 
 
-def test_simcse(monkeypatch, tmp_path, bert_dir):
-    g = run_example("simcse", monkeypatch, tmp_path, bert_dir)
-    assert set(g["scores"]) == {"train", "valid", "test"}
-    assert all(-1.0 <= s <= 1.0 for s in g["scores"].values())
-    assert g["count"] == 2 and os.path.exists(tmp_path / "simcse.weights.h5")
+def test_simcse(monkeypatch, tmp_path, bert_dir, capsys):
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["simcse.py", "BERT", "first-last-avg", "LCQMC", "0.1"])
+    g = run_example("simcse", monkeypatch, tmp_path, bert_dir,
+                    B4K_DATA_DIR=os.path.join(DATA, "senteval_cn"))
+    assert g["all_names"] == ["LCQMC-train", "LCQMC-valid", "LCQMC-test"]
+    assert g["all_weights"] == [10, 6, 6]
+    corrcoefs = g["all_corrcoefs"]
+    assert len(corrcoefs) == 5 and all(-1.0 <= c <= 1.0 for c in corrcoefs), corrcoefs
+    assert abs(corrcoefs[3] - np.mean(corrcoefs[:3])) < 1e-9
+    assert abs(corrcoefs[4] - np.average(corrcoefs[:3], weights=[10, 6, 6])) < 1e-9
+    assert len(g["train_token_ids"]) == 2 * 22  # both sentences of every pair
+    out = capsys.readouterr().out
+    assert "LCQMC-test: " in out and "w-avg: " in out
+    # the SimCSE loss: a batch of identical twins ranks each row's twin first (small loss),
+    # a batch whose twins are unrelated does not
+    x = np.eye(4, 8, dtype="float32")
+    twins = np.repeat(x, 2, axis=0)
+    loss = lambda y: float(keras.ops.convert_to_numpy(
+        g["simcse_loss"](None, keras.ops.convert_to_tensor(y))))
+    assert loss(twins) < 1e-3 < loss(np.eye(8, 8, dtype="float32"))
 
 
 def test_theseus(monkeypatch, tmp_path, bert_dir):
@@ -158,12 +234,21 @@ def test_theseus(monkeypatch, tmp_path, bert_dir):
         assert os.path.exists(tmp_path / f"theseus_{name}.weights.h5")
 
 
-def test_conditional_lm(monkeypatch, tmp_path, bert_dir):
+def test_conditional_lm(monkeypatch, tmp_path, bert_dir, capsys):
+    import ast
+
     g = run_example("conditional_lm", monkeypatch, tmp_path, bert_dir, B4K_GEN_MAXLEN=6)
-    samples = g["evaluator"].samples
-    assert set(samples) == {0, 1}
-    assert all(len(s) == 3 and all(isinstance(t, str) for t in s) for s in samples.values())
     assert math.isfinite(g["evaluator"].lowest)
+    assert os.path.exists(tmp_path / "conditional_lm.weights.h5")
+    out = capsys.readouterr().out
+    for header in ("正面采样:\n", "负面采样:\n"):  # just_show(): 5 samples per label
+        assert out.count(header) == 1
+        # the first list printed after the header (Keras 3's predict progress bars come first)
+        line = next(l for l in out.split(header)[1].splitlines() if l.startswith("["))
+        samples = ast.literal_eval(line.strip())
+        assert len(samples) == 5 and all(isinstance(t, str) for t in samples)
+    texts = g["random_sentiment"].generate(1, 2)
+    assert len(texts) == 2 and all(isinstance(t, str) and len(t) <= 6 * 4 for t in texts)
 
 
 def write_mt5_model(path):
@@ -222,7 +307,7 @@ def mt5_dir(tmp_path_factory):
 
 def test_autotitle_mt5(monkeypatch, tmp_path, mt5_dir):
     g = run_example("autotitle_mt5", monkeypatch, tmp_path, mt5_dir, B4K_TITLE_MAXLEN=6)
-    assert len(g["test_data"]) == len(g["valid_data"])  # no test.tsv: val.tsv is reused
+    assert len(g["test_data"]) == 3  # csl/test.tsv
     evaluator = g["evaluator"]
     assert 0.0 < evaluator.best_bleu <= 1.0  # > 0: the epoch's weights were saved
     assert os.path.exists(tmp_path / "autotitle_mt5.weights.h5")
@@ -247,3 +332,18 @@ def test_autotitle_mt5(monkeypatch, tmp_path, mt5_dir):
     expected = (token_loss * y_mask).sum() / y_mask.sum()
     assert abs(token_loss.mean() - expected) > 1e-3  # an unmasked loss would be told apart
     np.testing.assert_allclose(loss, expected, rtol=0, atol=1e-4)
+
+
+def test_adversarial_training(monkeypatch, tmp_path, bert_dir):
+    g = run_example("adversarial_training", monkeypatch, tmp_path, bert_dir)
+    assert g["num_classes"] == 4 and 0.0 <= g["evaluator"].best_val_acc <= 1.0
+    assert g["model"].train_step.__module__ == "bert4keras3.training"  # FGM step in use
+    # best weights are saved only on a strict improvement over 0
+    assert os.path.exists(g["weights_path"]) == (g["evaluator"].best_val_acc > 0)
+    # the original leaves predict_to_file to the user (a comment after load_weights)
+    g["predict_to_file"](os.path.join(DATA, "iflytek", "test.json"),
+                         str(tmp_path / "iflytek_predict.json"))
+    with open(tmp_path / "iflytek_predict.json", encoding="utf-8") as f:
+        rows = [__import__("json").loads(line) for line in f]
+    assert [r["id"] for r in rows] == [str(i) for i in range(6)]
+    assert all(0 <= int(r["label"]) < 4 for r in rows)

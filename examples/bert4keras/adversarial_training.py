@@ -5,7 +5,6 @@
 # imports, data and config: bert4keras' `adversarial_training` patched Keras 2's
 # `train_function` with `K.gradients` / `K.function`, which Keras 3 does not have; the same
 # function (same arguments) now comes from `bert4keras3.training`, so its definition is gone.
-# And Keras 3's `predict` takes arrays, not nested lists: `to_array` as in later bert4keras.
 # Environment: B4K_MODEL_DIR, B4K_DATA_DIR, B4K_EPOCHS, B4K_OUTPUT_DIR.
 import json
 import os
@@ -15,7 +14,7 @@ from bert4keras3.backend import keras, search_layer, K
 from bert4keras3.tokenizers import Tokenizer
 from bert4keras3.models import build_transformer_model
 from bert4keras3.optimizers import Adam
-from bert4keras3.snippets import sequence_padding, DataGenerator, to_array
+from bert4keras3.snippets import sequence_padding, DataGenerator
 from bert4keras3.training import adversarial_training
 from keras.layers import Lambda, Dense
 from tqdm import tqdm
@@ -129,8 +128,7 @@ def predict_to_file(in_file, out_file):
             l = json.loads(l)
             text = l['sentence']
             token_ids, segment_ids = tokenizer.encode(text, maxlen=maxlen)
-            token_ids, segment_ids = to_array([token_ids], [segment_ids])
-            label = model.predict([token_ids, segment_ids])[0].argmax()
+            label = model.predict([[token_ids], [segment_ids]])[0].argmax()
             l = json.dumps({'id': str(l['id']), 'label': str(label)})
             fw.write(l + '\n')
     fw.close()
@@ -148,3 +146,4 @@ if __name__ == '__main__':
 else:
 
     model.load_weights(weights_path)
+    # predict_to_file(os.path.join(data_dir, 'test.json'), os.path.join(output_dir, 'iflytek_predict.json'))

@@ -127,7 +127,8 @@ class Evaluator(keras.callbacks.Callback):
 if __name__ == '__main__':
 
     evaluator = Evaluator()
-    model.fit(
+
+    model.fit_generator(
         train_generator.forfit(),
         steps_per_epoch=len(train_generator),
         epochs=epochs,
