@@ -132,11 +132,8 @@ import sys
 import tensorflow as tf
 from bert4keras3.optimizers import Adam
 from bert4keras3.snippets import DataGenerator, sequence_padding
-try:
-    import jieba
-    jieba.initialize()
-except ImportError:  # not installed: only WoBERT / RoFormer (below) use it
-    jieba = None
+import jieba
+jieba.initialize()
 
 # basic parameters
 model_type, pooling, task_name, dropout_rate = sys.argv[1:]
