@@ -40,6 +40,7 @@ def sample_texts():
 
 def write_google_model(path, model="bert", **heads):
     """A tiny model directory with a Google checkpoint holding every head of the family."""
+    keras.utils.set_random_seed(0)  # the same weights whichever test creates the fixture
     write_tiny_model_dir(path, sample_texts(), model=model, checkpoint=None)
     obj = build_transformer_model(os.path.join(path, "bert_config.json"), model=model,
                                   return_keras_model=False, **heads)
