@@ -20,7 +20,7 @@ from bert4keras3.layers.core import __all__ as _core_all
 
 __all__ = list(_core_all)
 
-for _name in ("heads", "t5", "gau", "extras"):
+for _name in ("heads", "t5", "gau", "extras", "deberta"):
     try:
         _module = importlib.import_module(f"bert4keras3.layers.{_name}")
     except ModuleNotFoundError as _e:  # family not present in this checkout

@@ -22,7 +22,7 @@ __all__ = ["Transformer", "BERT", "RoFormer", "RoFormerV2", "build_transformer_m
            "extend_with_unified_language_model"]
 
 # further families register themselves on import
-for _module in ("t5", "gau"):
+for _module in ("t5", "gau", "albert", "electra", "nezha", "gpt", "deberta"):
     try:
         _family = __import__(f"bert4keras3.models.{_module}", fromlist=["__all__"])
     except ModuleNotFoundError as _e:  # family not present in this checkout
