@@ -1,9 +1,17 @@
-"""Encoder forward throughput: bert4keras3 RoFormer (JAX, TensorFlow) vs transformers (PyTorch).
+"""Encoder forward throughput: bert4keras3 (JAX, TensorFlow) vs transformers (PyTorch).
 
 Usage::
 
-    python scripts/bench.py encoder [--layers 12 --hidden 768 --heads 12 --batch 8
+    python scripts/bench.py encoder [--model roformer|bert|albert|electra|nezha]
+                                    [--layers 12 --hidden 768 --heads 12 --batch 8
                                      --seq 256 --repeats 5 --rounds 2 --quick]
+
+``--model`` (default ``roformer``) picks the family and its transformers reference
+(``RoFormerModel``, ``BertModel``, ``AlbertModel`` with ``--embedding`` (default 128)
+factorised embeddings and shared layers, ``ElectraModel``). ``nezha`` has no
+transformers class any more (transformers 5 dropped it): its rows are timed next to our
+``bert`` at the same shape, loaded from the same ``BertModel`` files, and NEZHA itself
+runs on randomly initialised weights (its max abs diff is not applicable).
 
 What it does, in one run:
 
@@ -61,6 +69,16 @@ JAX_VARIANTS = ("jax: jit(stateless_call)", "jax: predict_on_batch")
 TF_VARIANTS = ("tf: tf.function(jit_compile=True)", "tf: tf.function")
 
 
+#: --model -> (transformers config / model class names, the bert4keras3 models timed)
+FAMILIES = {
+    "roformer": ("RoFormerConfig", "RoFormerModel", ("roformer",)),
+    "bert": ("BertConfig", "BertModel", ("bert",)),
+    "albert": ("AlbertConfig", "AlbertModel", ("albert",)),
+    "electra": ("ElectraConfig", "ElectraModel", ("electra",)),
+    "nezha": ("BertConfig", "BertModel", ("bert", "nezha")),
+}
+
+
 def _set_threads(threads):
     """Same intra-op thread count for every implementation (before any import spawns threads).
 
@@ -83,6 +101,10 @@ def _set_threads(threads):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="bench.py encoder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="roformer", choices=sorted(FAMILIES),
+                        help="family to time (and its transformers reference)")
+    parser.add_argument("--embedding", type=int, default=128,
+                        help="ALBERT's factorised embedding size")
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--heads", type=int, default=12)
@@ -219,19 +241,31 @@ def worker(args):
     if backend == "tensorflow":
         x = [tf.constant(token_ids), tf.constant(segment_ids)]
 
-    start = time.perf_counter()
-    model = build_transformer_model(
-        os.path.join(work, "hf", "config.json"), os.path.join(work, "hf"), model="roformer"
-    )
-    load_s = time.perf_counter() - start
-
-    variants = _build_variants(backend, model, args.threads)
+    config = os.path.join(work, "hf", "config.json")
+    variants, load_s, random_init = {}, {}, set()
+    for family in FAMILIES[args.model][2]:
+        start = time.perf_counter()
+        if family == "nezha":  # no transformers NEZHA: random weights, BERT's shape
+            with open(config, encoding="utf-8") as f:
+                shape = {k: v for k, v in json.load(f).items() if k in (
+                    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size", "type_vocab_size", "hidden_act")}
+            model = build_transformer_model(shape, model="nezha")
+        else:
+            model = build_transformer_model(config, os.path.join(work, "hf"), model=family)
+        load_s[family] = time.perf_counter() - start
+        for name, fn in _build_variants(backend, model, args.threads).items():
+            label = f"{family} {name}" if len(FAMILIES[args.model][2]) > 1 else name
+            variants[label] = fn
+            if family == "nezha":
+                random_init.add(label)
     info = {"backend": backend, "load_s": load_s, "variants": {}}
     for name, fn in variants.items():
         start = time.perf_counter()
         out = fn(x)
         compile_s = time.perf_counter() - start
-        diff = float(np.max(np.abs(out.astype(np.float64) - reference)))
+        diff = (float("nan") if name in random_init
+                else float(np.max(np.abs(out.astype(np.float64) - reference))))
         for _ in range(args.warmup):
             fn(x)
         info["variants"][name] = {"compile_s": compile_s, "max_abs_diff": diff}
@@ -261,7 +295,8 @@ class Worker:
         self.log = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, KERAS_BACKEND=backend)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--workdir", workdir,
-               "--threads", str(args.threads), "--warmup", str(args.warmup)]
+               "--threads", str(args.threads), "--warmup", str(args.warmup),
+               "--model", args.model]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, env=env, text=True, bufsize=1)
         self.info = self._read()
@@ -308,13 +343,19 @@ def _make_reference(args, workdir):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config = transformers.RoFormerConfig(
-        vocab_size=args.vocab, hidden_size=args.hidden, embedding_size=args.hidden,
+    config_name, model_name, _ = FAMILIES[args.model]
+    extra = {}
+    if args.model in ("roformer", "electra"):
+        extra["embedding_size"] = args.hidden
+    elif args.model == "albert":
+        extra["embedding_size"] = args.embedding
+    config = getattr(transformers, config_name)(
+        vocab_size=args.vocab, hidden_size=args.hidden,
         num_hidden_layers=args.layers, num_attention_heads=args.heads,
         intermediate_size=args.intermediate, hidden_act="gelu",
-        max_position_embeddings=max(1536, args.seq), type_vocab_size=2,
+        max_position_embeddings=max(1536, args.seq), type_vocab_size=2, **extra,
     )
-    model = transformers.RoFormerModel(config).eval()
+    model = getattr(transformers, model_name)(config).eval()
     model.save_pretrained(os.path.join(workdir, "hf"))
     rng = np.random.default_rng(args.seed)
     token_ids = rng.integers(1, args.vocab, size=(args.batch, args.seq)).astype("int64")
@@ -348,7 +389,7 @@ def main(argv=None):
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     tokens = args.batch * args.seq
     flops = forward_flops(args.layers, args.hidden, args.intermediate, args.batch, args.seq)
-    print(f"# encoder benchmark: RoFormer {args.layers} layers, hidden {args.hidden}, "
+    print(f"# encoder benchmark: {args.model} {args.layers} layers, hidden {args.hidden}, "
           f"{args.heads} heads, intermediate {args.intermediate}, vocab {args.vocab}; "
           f"batch {args.batch} x seq {args.seq} = {tokens} tokens; fp32 forward; "
           f"{args.threads} threads; {flops / 1e9:.1f} GFLOP/forward", flush=True)
@@ -417,12 +458,23 @@ def main(argv=None):
           "| max abs diff | median ms/forward | min ms/forward | first call s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        flag = "" if row["max_abs_diff"] <= args.tolerance else " (MISMATCH)"
+        diff = row["max_abs_diff"]
+        shown = "n/a (random init)" if diff != diff else f"{diff:.2e}"
+        flag = " (MISMATCH)" if diff > args.tolerance else ""
         first = "" if row["compile_s"] is None else f"{row['compile_s']:.1f}"
         print(f"| {row['impl']} | {_fmt_rate(row['tokens_per_s'])} "
               f"| {row['ratio_vs_transformers']:.2f}x | {row['pct_numpy_peak']:.0f}% "
-              f"| {row['max_abs_diff']:.2e}{flag} | {row['median_s'] * 1e3:.0f} "
+              f"| {shown}{flag} | {row['median_s'] * 1e3:.0f} "
               f"| {row['min_s'] * 1e3:.0f} | {first} |")
+    if args.model == "nezha":  # NEZHA next to our BERT, variant by variant
+        by_impl = {r["impl"]: r for r in rows}
+        print()
+        for r in rows:
+            if " nezha " in r["impl"]:
+                twin = by_impl.get(r["impl"].replace(" nezha ", " bert "))
+                if twin:
+                    print(f"{r['impl']}: {r['tokens_per_s'] / twin['tokens_per_s']:.2f}x "
+                          f"our BERT ({twin['impl']})")
     jax_rows = [r for r in rows if " jax: " in r["impl"]]
     if jax_rows:
         best = max(jax_rows, key=lambda r: r["tokens_per_s"])
