@@ -11,7 +11,10 @@ Formats, detected from the path:
 Writer: :func:`save_google_checkpoint` (``Transformer.save_weights_as_checkpoint``) writes
 a TensorFlow checkpoint under Google's variable names.
 
-The name mapping itself lives beside each model (``GOOGLE_NAMES`` / ``HF_NAMES``).
+The name mapping itself lives beside each model (``GOOGLE_NAMES`` / ``HF_NAMES``): a
+Keras weight path maps to ``name`` or ``(name, transform)``, the transform being ``"T"``
+(transpose) or a :class:`Part` (one of several equal chunks of a fused variable, e.g.
+GPT-2's ``c_attn`` holding q, k and v; the writer concatenates the parts back).
 """
 import json
 import os
@@ -29,6 +32,7 @@ __all__ = [
     "save_google_checkpoint",
     "CheckpointError",
     "OPTIMIZER_PATTERNS",
+    "Part",
 ]
 
 #: checkpoint variables that belong to optimizers / bookkeeping, never reported
@@ -65,6 +69,88 @@ def detect_format(path):
     elif not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r} does not exist")
     return fmt
+
+
+class Part:
+    """Transform: chunk ``index`` of ``count`` equal chunks of a variable along ``axis``.
+
+    ``squeeze``: axes of the checkpoint variable (size 1) dropped after the split, e.g.
+    OpenAI's GPT-2 stores ``attn/c_attn/w`` as ``[1, n, 3n]`` with q, k, v side by side:
+    the query kernel is ``Part(0, 3, axis=-1, squeeze=(0,))`` -> ``[n, n]``;
+    ``Part(0, 1, squeeze=(0,))`` only drops the leading axis. Writing a checkpoint
+    (:func:`save_google_checkpoint`) inserts the axes again and concatenates the parts
+    of one name in ``index`` order, so every part must be mapped.
+    """
+
+    def __init__(self, index, count, axis=-1, squeeze=()):
+        if not 0 <= index < count:
+            raise ValueError(f"Part index must be in [0, {count}), found {index}")
+        self.index, self.count, self.axis = int(index), int(count), int(axis)
+        self.squeeze = tuple(int(a) for a in squeeze)
+
+    def __repr__(self):
+        return (f"Part({self.index}, {self.count}, axis={self.axis}"
+                + (f", squeeze={self.squeeze}" if self.squeeze else "") + ")")
+
+    def __eq__(self, other):
+        return isinstance(other, Part) and repr(self) == repr(other)
+
+    def __hash__(self):
+        return hash(repr(self))
+
+    def load(self, array):
+        """The chunk of the checkpoint ``array``; ValueError when it does not split."""
+        array = np.asarray(array)
+        ndim = array.ndim
+        axes = [a % ndim if -ndim <= a < ndim else None for a in self.squeeze + (self.axis,)]
+        if None in axes:
+            raise ValueError(f"{self!r} needs a variable with more axes; found shape "
+                             f"{tuple(array.shape)}")
+        size = array.shape[self.axis]
+        if size % self.count:
+            raise ValueError(f"{self!r}: axis {self.axis} of shape {tuple(array.shape)} does "
+                             f"not split into {self.count} equal parts")
+        for a in axes[:-1]:
+            if array.shape[a] != 1:
+                raise ValueError(f"{self!r}: axis {a} of shape {tuple(array.shape)} is not 1")
+        step = size // self.count
+        out = np.take(array, np.arange(self.index * step, (self.index + 1) * step),
+                      axis=self.axis)
+        return np.squeeze(out, axis=tuple(axes[:-1])) if self.squeeze else out
+
+    @staticmethod
+    def join(name, pieces):
+        """One variable from ``{Part: array}`` (every part of ``name``), inverse of ``load``."""
+        parts = sorted(pieces, key=lambda p: p.index)
+        first = parts[0]
+        if any((p.count, p.axis, p.squeeze) != (first.count, first.axis, first.squeeze)
+               for p in parts):
+            raise ValueError(f"the parts of {name!r} disagree: {parts}")
+        indices = [p.index for p in parts]
+        if indices != list(range(first.count)):
+            missing = sorted(set(range(first.count)) - set(indices))
+            raise ValueError(f"cannot write {name!r}: parts {missing} of {first.count} have "
+                             "no model weight (a fused variable needs all its parts)")
+        arrays = []
+        for p in parts:
+            array = np.asarray(pieces[p])
+            # insert the squeezed axes back, in increasing order of the full rank
+            ndim = array.ndim + len(p.squeeze)
+            for a in sorted(a % ndim for a in p.squeeze):
+                array = np.expand_dims(array, a)
+            arrays.append(array)
+        return np.concatenate(arrays, axis=first.axis)
+
+
+def apply_transform(transform, array):
+    """A checkpoint array as the model weight wants it (``None``, ``"T"`` or :class:`Part`)."""
+    if transform is None:
+        return array
+    if transform == "T":
+        return array.T
+    if isinstance(transform, Part):
+        return transform.load(array)
+    raise ValueError(f"unknown transform {transform!r}: expected None, 'T' or a Part")
 
 
 class GoogleReader:
@@ -352,16 +438,21 @@ def load_into(transformer, checkpoint_path, mapping=None):
             (skipped if lenient else problems).append(message)
             continue
         used.add(name)
-        array = reader.get(name)
-        if transform == "T":
-            array = array.T
+        try:
+            array = apply_transform(transform, reader.get(name))
+        except ValueError as e:
+            problems.append(f"variable {name!r} {reader.shapes[name]} for model weight "
+                            f"{w.path!r} (expected shape {tuple(w.shape)}): {e}")
+            continue
         if unprefixed(w.path) in vocab_weights:
             array, problem = _vocab_rows(transformer, name, array)
             if problem:
                 problems.append(problem)
                 continue
         if tuple(array.shape) != tuple(w.shape):
-            problems.append(f"shape mismatch for {name!r} -> {w.path!r}: checkpoint "
+            part = (f" {tuple(reader.shapes[name])}, its {transform!r}"
+                    if isinstance(transform, Part) else "")
+            problems.append(f"shape mismatch for {name!r}{part} -> {w.path!r}: checkpoint "
                             f"{tuple(array.shape)}, model {tuple(w.shape)}")
             continue
         values.append((w, array))
@@ -394,7 +485,8 @@ def save_google_checkpoint(transformer, filename, mapping=None, dtype=None):
     The variables are written by ``tf.compat.v1.train.Saver`` under the names of the
     model's Google table (``transformer.weight_names("google", ...)``) or of ``mapping``
     (``{unprefixed keras weight path: name or (name, "T")}``), transposed where the table
-    says so, so ``tf.train.load_checkpoint(filename)`` and the loaders of this package
+    says so (the :class:`Part` s of a fused variable are concatenated into it), so
+    ``tf.train.load_checkpoint(filename)`` and the loaders of this package
     (and of bert4keras) read them back. ``dtype`` (e.g. ``"float16"``) converts every
     variable; default: the weights' own dtype. Weights without a name are listed in a
     warning and not written. Returns the list of written variable names.
@@ -412,17 +504,30 @@ def save_google_checkpoint(transformer, filename, mapping=None, dtype=None):
     else:
         names = user_mapping(transformer, mapping)
     np_dtype = None if dtype is None else tf.as_dtype(dtype).as_numpy_dtype
-    arrays, missing = {}, []
+    arrays, pieces, missing = {}, {}, []
     for w in model.weights:  # read eagerly, outside the graph below
         if w.path not in names:
             missing.append(w.path)
             continue
         name, transform = names[w.path]
-        if name in arrays:
-            raise ValueError(f"two weights map to the checkpoint name {name!r}")
         array = np.asarray(keras.ops.convert_to_numpy(w))
+        if isinstance(transform, Part):
+            parts = pieces.setdefault(name, {})
+            if name in arrays or transform in parts:
+                raise ValueError(f"two weights map to {transform!r} of the checkpoint name "
+                                 f"{name!r}")
+            parts[transform] = array
+            continue
+        if name in arrays or name in pieces:
+            raise ValueError(f"two weights map to the checkpoint name {name!r}")
         if transform == "T":
             array = array.T
+        elif transform is not None:
+            raise ValueError(f"unknown transform {transform!r} for {name!r}: expected None, "
+                             "'T' or a Part")
+        arrays[name] = np.ascontiguousarray(array.astype(np_dtype or array.dtype))
+    for name, parts in pieces.items():
+        array = Part.join(name, parts)
         arrays[name] = np.ascontiguousarray(array.astype(np_dtype or array.dtype))
     if missing:
         warnings.warn(f"{len(missing)} weight(s) have no Google name and are not written: "
