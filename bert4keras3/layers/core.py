@@ -8,6 +8,8 @@ arguments follow bert4keras (``ScaleOffset``, ``LayerNormalization``,
 """
 import functools
 
+import numpy as np
+
 import keras
 from keras import ops
 
@@ -24,6 +26,7 @@ __all__ = [
     "PositionEmbedding",
     "SinusoidalPositionEmbedding",
     "RelativePositionEmbedding",
+    "relative_position_table",
     "MultiHeadAttention",
     "FeedForward",
     "AttentionMask",
@@ -67,6 +70,13 @@ def _is_shape_list(shape):
     return isinstance(shape, (list, tuple)) and len(shape) > 0 and isinstance(
         shape[0], (list, tuple)
     )
+
+
+def _get_initializer(identifier):
+    """``keras.initializers.get`` that also knows bert4keras' ``"Sinusoidal"`` by name."""
+    if isinstance(identifier, str) and identifier.lower() == "sinusoidal":
+        return B.Sinusoidal()
+    return keras.initializers.get(identifier)
 
 
 def _active(value):
@@ -418,7 +428,7 @@ class PositionEmbedding(_PositionMerge):
         super().__init__(output_dim, merge_mode, custom_position_ids, **kwargs)
         self.input_dim = input_dim
         self.hierarchical = hierarchical
-        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.embeddings_initializer = _get_initializer(embeddings_initializer)
 
     def build(self, input_shape):
         self.embeddings = self.add_weight(
@@ -479,6 +489,32 @@ class SinusoidalPositionEmbedding(_PositionMerge):
         return config
 
 
+@functools.lru_cache(maxsize=32)
+def _relative_position_table(max_relative_position, dim, base):
+    rows = np.arange(2 * max_relative_position + 1, dtype=np.float64)[:, None]
+    angles = rows * np.power(float(base), -np.arange(0, dim, 2, dtype=np.float64) / dim)
+    table = np.zeros((len(rows), dim), dtype=np.float64)
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles[:, : dim // 2])
+    table.setflags(write=False)
+    return table
+
+
+def relative_position_table(max_relative_position, dim, base=10000.0):
+    """NEZHA's fixed table of relative position embeddings, ``[2m + 1, dim]`` float64.
+
+    Row ``r`` (``r = clip(j - i, -m, m) + m`` for query ``i`` and key ``j``) holds the
+    sinusoid of the *row index* ``r`` (not of the distance), interleaved:
+    ``table[r, 2t] = sin(r / base**(2t / dim))``, ``table[r, 2t + 1] = cos(...)``.
+    This is NEZHA's ``_generate_relative_positions_embeddings`` (sines in the even
+    columns, cosines in the odd ones), transformers' ``NezhaRelativePositionsEncoding``,
+    and bert4keras' ``RelativePositionEmbedding`` with its ``Sinusoidal`` initializer.
+    """
+    if dim % 2:
+        raise ValueError(f"relative position embeddings need an even dim, found {dim}")
+    return _relative_position_table(int(max_relative_position), int(dim), float(base))
+
+
 @register
 class RelativePositionEmbedding(keras.layers.Layer):
     """Relative position embedding of Shaw et al. (NEZHA), bert4keras.
@@ -486,14 +522,17 @@ class RelativePositionEmbedding(keras.layers.Layer):
     Call ``layer([query_states, key_states])``; returns ``[q_len, k_len, output_dim]``,
     row ``embeddings[clip(j - i, -m, m) + m]`` for query ``i`` and key ``j``, with
     ``m = (input_dim - 1) // 2``. Feed it to :class:`MultiHeadAttention` with
-    ``p_bias="typical_relative"``.
+    ``p_bias="typical_relative"``. NEZHA's fixed table is
+    ``embeddings_initializer="Sinusoidal"`` with ``trainable=False`` (see
+    :func:`relative_position_table`; :class:`MultiHeadAttention`'s
+    ``max_relative_position`` computes the same without a weight).
     """
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.input_dim = input_dim
         self.output_dim = output_dim
-        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.embeddings_initializer = _get_initializer(embeddings_initializer)
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(
@@ -552,6 +591,13 @@ class MultiHeadAttention(keras.layers.Layer):
             clamped at 16).
         rotary: apply RoFormer rotary position embeddings to queries and keys.
         rotary_base: rotary frequency base.
+        max_relative_position: ``m`` switches on NEZHA's functional relative position
+            embeddings (Shaw et al.) in the keyword call: with ``r_ij`` the row
+            ``clip(p_j - p_i, -m, m) + m`` of the fixed table of
+            :func:`relative_position_table` (``2m + 1`` rows of ``key_size``; needs
+            ``key_size == head_size``), scores get ``q_i . r_ij`` (before scaling) and
+            outputs ``sum_j a_ij r_ij``. ``p_i`` / ``p_j`` are ``positions`` /
+            ``key_positions`` (see below). ``None`` (default): off.
 
     Two call conventions.
 
@@ -569,7 +615,12 @@ class MultiHeadAttention(keras.layers.Layer):
     ``attention_mask`` is boolean, broadcastable to ``[batch, heads, q, k]``
     (true = may attend; without it, self-attention uses the query's Keras mask on the
     keys); ``attention_bias`` is added to the scaled scores (e.g. T5's relative bias);
-    ``positions`` / ``key_positions`` are rotary positions (default ``arange``).
+    ``positions`` / ``key_positions`` are the positions (``[q]`` / ``[k]``, or per row
+    ``[batch, q]`` / ``[batch, k]``) of queries and keys for rotary and relative position
+    embeddings (default ``arange``; self-attention keys default to ``positions``). With a
+    key/value cache, ``key_positions`` are the positions held by the cache slots (relative
+    embeddings; default ``arange(length)``) and rotary keys of the new tokens use
+    ``positions``.
 
     Key/value cache (static shapes, for decoding): ``cache = (k, v)`` with
     ``k`` ``[batch, heads, length, key_size]`` and ``v`` ``[batch, heads, length,
@@ -586,13 +637,25 @@ class MultiHeadAttention(keras.layers.Layer):
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
                  attention_scale=True, attention_dropout=None, return_attention_scores=False,
                  normalization="softmax", min_length=None, rotary=False, rotary_base=10000.0,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 max_relative_position=None, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         if normalization not in ("softmax", "softmax_plus", "squared_relu"):
             raise ValueError(
                 "normalization must be 'softmax', 'softmax_plus' or 'squared_relu', "
                 f"found {normalization!r}"
             )
+        if max_relative_position is not None:
+            if isinstance(max_relative_position, bool) or int(max_relative_position) != \
+                    max_relative_position or max_relative_position < 1:
+                raise ValueError("max_relative_position must be a positive int (or None), "
+                                 f"found {max_relative_position!r}")
+            max_relative_position = int(max_relative_position)
+            if (key_size or head_size) != head_size:
+                raise ValueError(
+                    "relative position embeddings are added to keys and values, so they "
+                    f"need key_size == head_size; found key_size={key_size}, "
+                    f"head_size={head_size}"
+                )
         self.heads = heads
         self.head_size = head_size
         self.out_dim = out_dim or heads * head_size
@@ -605,6 +668,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.min_length = min_length
         self.rotary = rotary
         self.rotary_base = rotary_base
+        self.max_relative_position = max_relative_position
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         def dense(units, name):
             return keras.layers.Dense(
@@ -654,12 +718,14 @@ class MultiHeadAttention(keras.layers.Layer):
     def attention_scores(self, q, k, heads_first=False, relative=None, position_bias=None):
         """Scores ``[batch, heads, q, k]`` of projected ``q`` / ``k``, scaled.
 
-        ``relative`` (``[q, k, key_size]``) adds ``q . r_ij`` and ``position_bias``
-        (``[batch or 1, heads, q, k]``) is added, both before scaling (bert4keras).
+        ``relative`` (``[q, k, key_size]``, or ``[batch, q, k, key_size]``) adds
+        ``q . r_ij`` and ``position_bias`` (``[batch or 1, heads, q, k]``) is added, both
+        before scaling (bert4keras).
         """
         scores = B.multihead_scores(q, k, key_heads_first=heads_first)
         if relative is not None:
-            scores = scores + ops.einsum("bjhd,jkd->bhjk", q, ops.cast(relative, q.dtype))
+            equation = "bjhd,jkd->bhjk" if len(relative.shape) == 3 else "bjhd,bjkd->bhjk"
+            scores = scores + ops.einsum(equation, q, ops.cast(relative, q.dtype))
         if position_bias is not None:
             scores = scores + ops.cast(position_bias, scores.dtype)
         if self.attention_scale:
@@ -670,18 +736,20 @@ class MultiHeadAttention(keras.layers.Layer):
         """``o_dense`` of the weighted values (+ ``sum_j a_ij r_ij`` with ``relative``)."""
         out = B.multihead_values(weights, v, value_heads_first=heads_first)
         if relative is not None:
-            out = out + ops.einsum("bhjk,jkd->bjhd", weights, ops.cast(relative, weights.dtype))
+            equation = "bhjk,jkd->bjhd" if len(relative.shape) == 3 else "bhjk,bjkd->bjhd"
+            out = out + ops.einsum(equation, weights, ops.cast(relative, weights.dtype))
         out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
         return self.o_dense(out)
 
     def attend(self, q, k, v, attention_mask=None, attention_bias=None, training=None,
-               heads_first=False, return_scores=False):
+               heads_first=False, return_scores=False, relative=None):
         """Attention of projected ``q`` over projected ``k``/``v``; returns the output projection.
 
         ``q`` is ``[batch, q, heads, size]``; ``k``/``v`` are ``[batch, k, heads, size]``, or
-        ``[batch, heads, k, size]`` with ``heads_first`` (caches).
+        ``[batch, heads, k, size]`` with ``heads_first`` (caches). ``relative``: relative
+        position embeddings (see :meth:`relative_embeddings`).
         """
-        scores = self.attention_scores(q, k, heads_first)
+        scores = self.attention_scores(q, k, heads_first, relative=relative)
         if attention_bias is not None:
             scores = scores + ops.cast(attention_bias, scores.dtype)
         if attention_mask is not None:
@@ -690,8 +758,34 @@ class MultiHeadAttention(keras.layers.Layer):
             scores, attention_mask, method=self.normalization, min_length=self.min_length
         )
         weights = self.dropout(weights, training=training)
-        out = self.attention_output(weights, v, heads_first)
+        out = self.attention_output(weights, v, heads_first, relative=relative)
         return (out, scores) if return_scores else out
+
+    @property
+    def uses_key_positions(self):
+        """Whether cached decoding must pass the positions of the cache slots."""
+        return self.max_relative_position is not None
+
+    def relative_embeddings(self, positions, key_positions):
+        """NEZHA's ``r_ij`` for query ``positions`` and ``key_positions``.
+
+        Both 1-D: ``[q, k, key_size]`` (shared by the batch, as bert4keras); otherwise
+        (per-row positions, e.g. cached decoding) ``[batch, q, k, key_size]``.
+        """
+        m = self.max_relative_position
+        positions = ops.cast(positions, "int32")
+        key_positions = ops.cast(key_positions, "int32")
+        if len(positions.shape) == 1 and len(key_positions.shape) == 1:
+            distance = key_positions[None, :] - positions[:, None]
+        else:
+            if len(positions.shape) == 1:
+                positions = positions[None]
+            if len(key_positions.shape) == 1:
+                key_positions = key_positions[None]
+            distance = key_positions[:, None, :] - positions[:, :, None]
+        table = ops.convert_to_tensor(relative_position_table(m, self.key_size),
+                                      dtype=self.compute_dtype)
+        return ops.take(table, ops.clip(distance, -m, m) + m, axis=0)
 
     def init_cache(self, batch, length, dtype=None):
         """A zero key/value cache ``(k, v)`` with ``length`` slots."""
@@ -768,12 +862,18 @@ class MultiHeadAttention(keras.layers.Layer):
         if want_scores and cache is not None:
             raise ValueError("return_attention_scores is not available with a key/value cache")
         q = self.project_q(query)
-        if self.rotary and positions is None:
+        relative_on = self.max_relative_position is not None
+        if (self.rotary or relative_on) and positions is None:
             positions = ops.arange(ops.shape(q)[1])
         if cache is not None and cache_index is None:  # read-only cache
             k, v = cache
+            relative = None
+            if relative_on:
+                if key_positions is None:
+                    key_positions = ops.arange(ops.shape(k)[2])
+                relative = self.relative_embeddings(positions, key_positions)
             out = self.attend(self.rotate(q, positions), k, v, attention_mask,
-                              attention_bias, training, heads_first=True)
+                              attention_bias, training, heads_first=True, relative=relative)
             return out, cache
         self_attention = key is None
         if self_attention and attention_mask is None and mask is not None and cache is None:
@@ -781,17 +881,30 @@ class MultiHeadAttention(keras.layers.Layer):
         key = query if key is None else key
         value = key if value is None else value
         k, v = self.project_kv(key, value)
+        if key_positions is None and cache is None:
+            if self_attention:
+                key_positions = positions
+            elif self.rotary or relative_on:
+                key_positions = ops.arange(ops.shape(k)[1])
         if self.rotary:
-            if key_positions is None:
-                key_positions = positions if self_attention else ops.arange(ops.shape(k)[1])
-            q, k = self.rotate(q, positions), self.rotate(k, key_positions)
+            # with a cache the new keys are the new tokens (self-attention): at ``positions``
+            q = self.rotate(q, positions)
+            k = self.rotate(k, positions if cache is not None else key_positions)
         if cache is None:
+            relative = (self.relative_embeddings(positions, key_positions)
+                        if relative_on else None)
             out = self.attend(q, k, v, attention_mask, attention_bias, training,
-                              return_scores=want_scores)
+                              return_scores=want_scores, relative=relative)
             return list(out) if want_scores else out
         new = (ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3)))
         k, v = B.write_cache(cache, new, cache_index, axis=2)
-        out = self.attend(q, k, v, attention_mask, attention_bias, training, heads_first=True)
+        relative = None
+        if relative_on:
+            if key_positions is None:
+                key_positions = ops.arange(ops.shape(k)[2])
+            relative = self.relative_embeddings(positions, key_positions)
+        out = self.attend(q, k, v, attention_mask, attention_bias, training, heads_first=True,
+                          relative=relative)
         return out, (k, v)
 
     def compute_mask(self, inputs, mask=None):
@@ -825,6 +938,7 @@ class MultiHeadAttention(keras.layers.Layer):
             min_length=self.min_length,
             rotary=self.rotary,
             rotary_base=self.rotary_base,
+            max_relative_position=self.max_relative_position,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config

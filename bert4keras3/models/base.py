@@ -529,12 +529,16 @@ class DecodingContext:
     * ``"positions"`` (position embeddings) and ``"relative_bias"`` (T5's bias): computed
       for ``positions`` (``[batch, q]``) and ``key_positions`` (``[length]``).
 
+    ``slot_positions`` (``[batch, length]`` or ``[length]``): the position held by each
+    cache slot; self-attention layers whose ``uses_key_positions`` is true (relative
+    position embeddings, e.g. NEZHA's) get it as ``key_positions``.
+
     Layers named in the model's ``OUTPUT_ACTIVATIONS`` are skipped (logits out); every
     other layer is called as in the graph.
     """
 
     def __init__(self, mask, positions, index, length, caches=None, static=None,
-                 key_positions=None, skip=()):
+                 key_positions=None, skip=(), slot_positions=None):
         self.mask = mask
         self.positions = positions
         self.index = index
@@ -543,6 +547,7 @@ class DecodingContext:
         self.static = dict(static or {})
         self.key_positions = key_positions
         self.skip = tuple(skip)
+        self.slot_positions = slot_positions
 
     def call(self, layer, inputs, arguments):
         role = getattr(layer, "decoding_role", None)
@@ -559,7 +564,8 @@ class DecodingContext:
             return layer(inputs, **arguments)
         name = layer.name
         # the context supplies the positions of the new tokens (custom_position_ids too)
-        arguments = {k: v for k, v in arguments.items() if k != "positions"}
+        arguments = {k: v for k, v in arguments.items()
+                     if k not in ("positions", "key_positions")}
         if arguments.get("key") is not None:  # cross-attention over fixed states
             key = arguments.pop("key")
             value = arguments.pop("value", key)
@@ -571,6 +577,8 @@ class DecodingContext:
         cache = self.caches.get(name)
         if cache is None:
             cache = layer.init_cache(ops.shape(inputs)[0], self.length)
+        if getattr(layer, "uses_key_positions", False):
+            arguments["key_positions"] = self.slot_positions
         out, self.caches[name] = layer(inputs, positions=self.positions, cache=cache,
                                        cache_index=self.index, **arguments)
         return out
@@ -600,7 +608,8 @@ class LMCachedDecoder(CachedDecoder):
     (a multiple of 16); with room for ``M`` new tokens (rounded up to 16) every attention
     layer keeps ``T = P + M`` slots. Prompt token ``j`` of row ``r`` sits in slot ``j``
     (slots ``L_r .. P-1`` are padding and never visible); new token ``t`` sits in slot
-    ``P + t`` with position ``L_r + t``. A new token sees the ``L_r`` prompt slots and the
+    ``P + t`` with position ``L_r + t`` (the context's ``slot_positions``, for relative
+    position embeddings). A new token sees the ``L_r`` prompt slots and the
     new slots up to itself: what the full model sees on ``prompt + generated`` (LM:
     causal; UniLM: the prompt is segment 0, new tokens segment 1), so the cached decode
     reproduces the uncached one. The model's own graph code runs both the prompt pass
@@ -715,6 +724,11 @@ class LMCachedDecoder(CachedDecoder):
             positions = ops.minimum(positions, self.max_position - 1)
         return positions
 
+    def _slot_positions(self, lengths, width, length):
+        """``[batch, length]`` position of each cache slot (see the class docstring)."""
+        slots = ops.arange(length, dtype="int32")[None]
+        return ops.where(slots < width, slots, lengths[:, None] + slots - width)
+
     def _run(self, token_ids, segment_ids, context, last=None):
         inputs = [token_ids, segment_ids] if self.segments else [token_ids]
         if self.custom_positions:
@@ -736,7 +750,8 @@ class LMCachedDecoder(CachedDecoder):
         mask = ops.pad(mask, [[0, 0], [0, 0], [0, 0], [0, length - width]])
         positions = ops.broadcast_to(ops.arange(width, dtype="int32")[None], (rows, width))
         context = DecodingContext(mask, self._positions(positions), 0, length,
-                                  skip=self.transformer.output_activation_names())
+                                  skip=self.transformer.output_activation_names(),
+                                  slot_positions=self._slot_positions(lengths, width, length))
         logits = self._run(token_ids, segment_ids, context, last=lengths - 1)
         return logits, context.caches, {"lengths": lengths}
 
@@ -753,7 +768,8 @@ class LMCachedDecoder(CachedDecoder):
                                  ops.logical_and(slots >= width, slots <= slot))
         context = DecodingContext(visible[:, None, None, :],
                                   self._positions((lengths + index)[:, None]), slot, length,
-                                  caches=cache, skip=self.transformer.output_activation_names())
+                                  caches=cache, skip=self.transformer.output_activation_names(),
+                                  slot_positions=self._slot_positions(lengths, width, length))
         return self._run(tokens, segment_ids, context), context.caches
 
 
