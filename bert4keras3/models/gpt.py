@@ -39,6 +39,8 @@ Example::
                                    return_keras_model=False)
     new_ids = gpt2.generate(prompt_ids, max_new_tokens=20)
 """
+from types import SimpleNamespace
+
 import keras
 
 from bert4keras3.checkpoints import Part
@@ -138,6 +140,17 @@ def _gpt2_tables():
     return g, h
 
 
+def _bert4keras_gpt2_table():
+    """bert4keras' converted GPT-2 names (e.g. CPM-LM): its GPT names with the pre-norms
+    under ``input/LayerNorm`` and the final norm ``gpt/output/LayerNorm``."""
+    g = {k: v for k, v in _gpt_tables()[0].items() if "Segment" not in k}
+    layer = "{p}transformer/layer_{i}/"
+    _norm(g, f"{_ATT}-Norm", layer + "attention/input/LayerNorm")
+    _norm(g, f"{_FF}-Norm", layer + "input/LayerNorm")
+    _norm(g, "Output-Norm", "{p}output/LayerNorm")
+    return g
+
+
 def _gpt2_ml_table():
     """GPT2-ML's (Grover's) TF names, ``newslm/...``."""
     g = {"Embedding-Token/embeddings": "{p}embeddings/word_embed",
@@ -181,10 +194,10 @@ class GPT(BERT):
     """OpenAI GPT as bert4keras' ``GPT``: token + segment + position embeddings without a
     norm, BERT's post-LN blocks under a causal mask, the tied LM head.
 
-    Build options: ``segment_vocab_size`` (default 2; ``0`` for Hugging Face's
-    ``OpenAIGPTLMHeadModel``, which has no segment table), ``shared_segment_embeddings``
+    Build options: ``segment_vocab_size`` (default 2 as bert4keras; 0 with a Hugging Face
+    config, whose ``OpenAIGPTLMHeadModel`` has no segment table), ``shared_segment_embeddings``
     (segments looked up in the token embedding, as Hugging Face does with
-    ``token_type_ids``), ``max_position``, ``custom_position_ids``,
+    ``token_type_ids``; then ``segment_vocab_size`` defaults to 2), ``max_position``, ``custom_position_ids``,
     ``hierarchical_position``, ``final_activation`` (bert4keras; default ``"softmax"``),
     ``with_mlm`` (``True`` = ``final_activation``, ``"linear"`` = logits, ``False`` = hidden
     states), ``keep_tokens``, ``compound_tokens``, ``layer_norm_cond``.
@@ -224,7 +237,8 @@ class GPT(BERT):
                                  f"the released models use); found {key}={value!r}")
         if segment_vocab_size is None:
             segment_vocab_size = self.default_segment_vocab_size
-        kwargs.setdefault("layer_norm_eps", self.default_layer_norm_eps)
+            if afn is not None and not kwargs.get("shared_segment_embeddings"):
+                segment_vocab_size = 0  # a Hugging Face config: no segment table
         if kwargs.get("layer_norm_eps") is None:
             kwargs["layer_norm_eps"] = self.default_layer_norm_eps
         embedding_size = kwargs.get("embedding_size")
@@ -299,7 +313,10 @@ class GPT2(GPT):
     """
 
     GOOGLE_NAMES, HF_NAMES = _gpt2_tables()
-    GOOGLE_PREFIXES = ("model/", "")
+    #: ``gpt/``: bert4keras' converted names (its GPT2 class), read and written with
+    #: ``GOOGLE_TABLES["gpt/"]``; the writer uses OpenAI's (``model/``)
+    GOOGLE_PREFIXES = ("model/", "gpt/", "")
+    GOOGLE_TABLES = {"gpt/": _bert4keras_gpt2_table()}
     UNSUPPORTED_OPTIONS = {
         **GPT.UNSUPPORTED_OPTIONS,
         "segment_vocab_size": "GPT-2 takes no segment ids; leave segment_vocab_size at 0",
@@ -310,6 +327,14 @@ class GPT2(GPT):
 
     def __init__(self, hidden_act="gelu_new", **kwargs):
         super().__init__(hidden_act=hidden_act, **kwargs)
+
+    def expand_names(self, fmt, prefix):
+        """The table of ``prefix`` (``GOOGLE_TABLES``) expanded, else the default one."""
+        if fmt == "google" and prefix in self.GOOGLE_TABLES:
+            view = SimpleNamespace(GOOGLE_NAMES=self.GOOGLE_TABLES[prefix],
+                                   num_hidden_layers=self.num_hidden_layers)
+            return Transformer.expand_names(view, fmt, prefix)
+        return super().expand_names(fmt, prefix)
 
     def apply_main_layers(self, inputs, index):
         """Norm -> attention -> dropout -> add; norm -> feed-forward -> dropout -> add."""
@@ -358,6 +383,7 @@ class GPT2_ML(GPT2):
     GOOGLE_NAMES = _gpt2_ml_table()
     HF_NAMES = {}
     GOOGLE_PREFIXES = ("newslm/",)
+    GOOGLE_TABLES = {}
     HF_PREFIXES = ("",)
 
     def __init__(self, hidden_act="gelu", **kwargs):
