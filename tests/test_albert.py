@@ -252,9 +252,9 @@ def test_missing_and_misshapen_variables_are_named(shared, tmp_path):
     assert not any("adam_" in str(w.message) for w in record)
 
 
-@pytest.mark.parametrize("name", ["albert", "albert_unshared"])
-def test_keras_and_weights_round_trips_are_bit_exact(name, grouped, tmp_path):
-    config, ckpt = grouped["sources"]["google"]
+@pytest.mark.parametrize("name,which", [("albert", "shared"), ("albert_unshared", "grouped")])
+def test_keras_and_weights_round_trips_are_bit_exact(name, which, tmp_path, request):
+    config, ckpt = request.getfixturevalue(which)["sources"]["google"]
     kw = dict(model=name, with_pool=True, with_mlm=True)
     model = build_transformer_model(config, ckpt, **kw)
     ref = run(model)
