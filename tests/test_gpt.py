@@ -24,7 +24,7 @@ import tensorflow as tf
 import torch
 import transformers
 
-from bert4keras3.checkpoints import CheckpointError
+from bert4keras3.checkpoints import CheckpointError, Part
 from bert4keras3.models import build_transformer_model
 
 VOCAB, HIDDEN, LAYERS, HEADS, MAXPOS = 60, 32, 2, 4, 32
@@ -213,7 +213,8 @@ def test_parity_with_transformers(name, source, gpt, gpt2):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no unknown config keys, no unused variables
         lm = build_transformer_model(config, ckpt, model=name)
-        encoder = build_transformer_model(config, ckpt, model=name, with_mlm=False)
+    last = {"gpt": f"Transformer-{LAYERS - 1}-FeedForward-Norm", "gpt2": "Output-Norm"}[name]
+    encoder = keras.Model(lm.inputs, lm.get_layer(last).output)
     assert max_diff(run(lm, tokens), probs_ref, tokens) <= PROB_ATOL
     assert max_diff(run(encoder, tokens), hidden_ref, tokens) <= HIDDEN_ATOL
 
@@ -445,6 +446,21 @@ def test_misshapen_missing_and_unknown_variables(gpt2, tmp_path):
     ckpt = write_tf_checkpoint(str(tmp_path / "extra.ckpt"), arrays)
     with pytest.warns(UserWarning, match="model/h0/attn/extra"):
         build_transformer_model(gpt2["config"], ckpt, model="gpt2")
+
+
+def test_part_transform():
+    fused = np.arange(1 * 4 * 6, dtype="float32").reshape(1, 4, 6)
+    parts = {Part(k, 3, squeeze=(0,)): None for k in range(3)}
+    for part in parts:
+        parts[part] = part.load(fused)
+        np.testing.assert_array_equal(parts[part], fused[0, :, 2 * part.index:2 * part.index + 2])
+    np.testing.assert_array_equal(Part.join("w", parts), fused)
+    with pytest.raises(ValueError, match=r"parts \[1\] of 3"):
+        Part.join("w", {p: a for p, a in parts.items() if p.index != 1})
+    with pytest.raises(ValueError, match="does not split into 3"):
+        Part(0, 3).load(np.zeros(7))
+    with pytest.raises(ValueError, match="is not 1"):
+        Part(0, 1, squeeze=(0,)).load(np.zeros((2, 3)))
 
 
 @pytest.mark.parametrize("source", ["hf", "tf"])
