@@ -68,7 +68,7 @@ def deberta_relative_positions(query_length, key_length, bucket_size=-1, max_pos
 
 @register
 class RelativeEmbeddingTable(keras.layers.Layer):
-    """The relative-position embedding table of DeBERTa (``embeddings``, ``[input_dim, output_dim]``).
+    """DeBERTa's relative-position embedding table (``embeddings``, ``[input_dim, output_dim]``).
 
     ``layer(x)`` returns the whole table (cast to ``x``'s dtype); ``x`` only carries the
     dtype. It is shared by every :class:`DisentangledSelfAttention` of a model.

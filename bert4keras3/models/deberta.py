@@ -70,7 +70,8 @@ def _deberta_hf_names(mlm="cls"):
         "Embedding-Norm": "{p}embeddings.LayerNorm",
         "Embedding-Relative-Position-Norm": "{p}encoder.LayerNorm",
         "Transformer-0-Conv-Norm": "{p}encoder.conv.LayerNorm",
-        "Transformer-{i}-MultiHeadSelfAttention-Norm": "{p}encoder.layer.{i}.attention.output.LayerNorm",
+        "Transformer-{i}-MultiHeadSelfAttention-Norm":
+            "{p}encoder.layer.{i}.attention.output.LayerNorm",
         "Transformer-{i}-FeedForward-Norm": "{p}encoder.layer.{i}.output.LayerNorm",
     }
     attention = "Transformer-{i}-MultiHeadSelfAttention/"
