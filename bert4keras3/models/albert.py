@@ -244,3 +244,17 @@ class ALBERT_Unshared(ALBERT):
 
     shared = False
 
+    def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None):
+        """As :meth:`Transformer.save_weights_as_checkpoint`; the Google layout has one
+        variable set per group, so each layer needs its own group
+        (``num_hidden_groups == num_hidden_layers``) unless ``mapping`` is given."""
+        if mapping is None and self.num_hidden_groups != self.num_hidden_layers:
+            raise ValueError(
+                f"ALBERT_Unshared cannot write its {self.num_hidden_layers} layers into "
+                f"{self.num_hidden_groups} Google group(s): expected num_hidden_groups == "
+                f"num_hidden_layers ({self.num_hidden_layers}); build the model with "
+                f"num_hidden_groups={self.num_hidden_layers} (and load the released weights "
+                "into it), or pass mapping="
+            )
+        return super().save_weights_as_checkpoint(filename, mapping=mapping, dtype=dtype)
+
