@@ -14,7 +14,8 @@ Layout (layer names):
   then ``Transformer-{i}-FeedForward`` + ``-Dropout``, ``-Add``, ``-Norm`` (post-LN as BERT);
 * after block 0, with ``conv_kernel_size``: ``Transformer-0-Conv`` (on the embedding output),
   ``Transformer-0-Conv-Add``, ``Transformer-0-Conv-Norm``, ``Transformer-0-Conv-Masking``;
-* heads: ``Pooler`` / ``Pooler-Dense`` (DeBERTa's context pooler, ``pooler_hidden_act``),
+* heads: ``Pooler`` / ``Pooler-Dropout`` / ``Pooler-Dense`` (DeBERTa's context pooler,
+  ``pooler_dropout``, ``pooler_hidden_act``),
   ``MLM-Dense``, ``MLM-Norm``, tied ``Embedding-Token``, ``MLM-Bias``, ``MLM-Activation``.
 
 Hugging Face configs load as they are (``relative_attention``, ``max_relative_positions``,
@@ -118,8 +119,9 @@ class DeBERTaV2(BERT):
     list), ``share_att_key``, ``norm_rel_ebd`` (``"none"`` or ``"layer_norm"``),
     ``position_biased_input`` (add absolute position embeddings), ``conv_kernel_size`` /
     ``conv_groups`` / ``conv_act`` (the convolution after the first block of v2 xlarge),
-    ``pooler_hidden_act``, ``legacy`` (MLM weight names: ``True`` ``cls.predictions.*``,
-    ``False`` ``lm_predictions.lm_head.*``, ``None`` = whichever the checkpoint has).
+    ``pooler_hidden_act``, ``pooler_dropout``, ``legacy`` (MLM weight names: ``True``
+    ``cls.predictions.*``, ``False`` ``lm_predictions.lm_head.*``, ``None`` = whichever
+    the checkpoint has). ``application`` must be ``"encoder"``.
 
     Example::
 
@@ -141,13 +143,12 @@ class DeBERTaV2(BERT):
                                   "hierarchically (its relative attention covers long inputs)"),
         "shared_segment_embeddings": BERT.UNSUPPORTED_OPTIONS["shared_segment_embeddings"],
     }
-    CONFIG_IGNORED = frozenset({"pooler_dropout"})
-
     def __init__(self, segment_vocab_size=0, layer_norm_eps=1e-7, relative_attention=False,
                  max_relative_positions=-1, position_buckets=-1, pos_att_type=None,
                  share_att_key=False, norm_rel_ebd="none", position_biased_input=True,
                  conv_kernel_size=0, conv_groups=1, conv_act="tanh", pooler_hidden_act="gelu",
-                 pooler_hidden_size=None, legacy=None, application="encoder", **kwargs):
+                 pooler_hidden_size=None, pooler_dropout=0.0, legacy=None, application="encoder",
+                 **kwargs):
         if application != "encoder":
             raise ValueError(
                 f"DeBERTa is built as an encoder only: expected application='encoder', found "
@@ -187,6 +188,7 @@ class DeBERTaV2(BERT):
         self.conv_groups = conv_groups
         self.conv_act = conv_act
         self.pooler_hidden_act = pooler_hidden_act
+        self.pooler_dropout = float(pooler_dropout or 0.0)
         self.legacy = legacy
         #: entries of the relative embedding table (``2 * span``)
         self.span = self.position_buckets if self.position_buckets > 0 else \
@@ -292,9 +294,11 @@ class DeBERTaV2(BERT):
         return self.apply([x, token_ids], ZeroPaddedPositions, name="Transformer-0-Conv-Masking")
 
     def apply_pooler(self, x):
-        """DeBERTa's context pooler: [CLS] -> ``Pooler-Dense`` with ``pooler_hidden_act``."""
+        """DeBERTa's context pooler: [CLS] -> ``Pooler-Dropout`` -> ``Pooler-Dense`` with
+        ``pooler_hidden_act`` (``with_pool="tanh"`` etc. chooses another activation)."""
         act = self.with_pool if isinstance(self.with_pool, str) else self.pooler_hidden_act
         x = self.apply(x, FirstToken, name="Pooler")
+        x = self.apply(x, keras.layers.Dropout, rate=self.pooler_dropout, name="Pooler-Dropout")
         return self.apply(x, Dense, units=self.hidden_size, activation=get_activation(act),
                           kernel_initializer=self.initializer, name="Pooler-Dense")
 
