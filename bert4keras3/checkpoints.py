@@ -3,13 +3,13 @@
 Formats, detected from the path:
 
 * Google / TensorFlow checkpoint prefix (``bert_model.ckpt``, ``model.ckpt-1000000``):
-  read with TensorFlow's checkpoint reader (TensorFlow must be installed);
+  read with NumPy (:mod:`bert4keras3.tf_checkpoint`; TensorFlow is not needed);
 * Hugging Face: a model directory, ``*.safetensors`` (sharded index too),
   ``pytorch_model.bin`` (loaded with ``weights_only=True``);
 * Keras ``*.weights.h5`` saved from this package.
 
 Writer: :func:`save_google_checkpoint` (``Transformer.save_weights_as_checkpoint``) writes
-a TensorFlow checkpoint under Google's variable names.
+a TensorFlow checkpoint under Google's variable names (NumPy too).
 
 The name mapping itself lives beside each model (``GOOGLE_NAMES`` / ``HF_NAMES``): a
 Keras weight path maps to ``name`` or ``(name, transform)``, the transform being ``"T"``
@@ -24,6 +24,8 @@ import warnings
 import numpy as np
 
 import keras
+
+from bert4keras3.tf_checkpoint import CheckpointReader, write_checkpoint
 
 __all__ = [
     "detect_format",
@@ -154,24 +156,17 @@ def apply_transform(transform, array):
 
 
 class GoogleReader:
-    """Read variables of a TensorFlow checkpoint (needs ``tensorflow``)."""
+    """Read variables of a TensorFlow checkpoint (NumPy only, one variable at a time).
+
+    See :class:`bert4keras3.tf_checkpoint.CheckpointReader`; TensorFlow is not imported.
+    """
 
     def __init__(self, path):
-        try:
-            import tensorflow as tf
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "reading a TensorFlow checkpoint needs the 'tensorflow' (or "
-                "'tensorflow-cpu') package; install it or convert the checkpoint "
-                "to .weights.h5 once"
-            ) from e
-        self.reader = tf.train.load_checkpoint(path)
-        self.shapes = {
-            k: tuple(v) for k, v in self.reader.get_variable_to_shape_map().items()
-        }
+        self.reader = CheckpointReader(path)
+        self.shapes = dict(self.reader.shapes)
 
     def get(self, name):
-        return np.asarray(self.reader.get_tensor(name))
+        return self.reader.get(name)
 
 
 class HFReader:
@@ -482,7 +477,8 @@ def load_into(transformer, checkpoint_path, mapping=None):
 def save_google_checkpoint(transformer, filename, mapping=None, dtype=None):
     """Write ``transformer``'s weights as a TensorFlow checkpoint with Google's names.
 
-    The variables are written by ``tf.compat.v1.train.Saver`` under the names of the
+    The variables are written with NumPy (:func:`bert4keras3.tf_checkpoint.write_checkpoint`,
+    no TensorFlow needed) in TensorFlow's V2 format under the names of the
     model's Google table (``transformer.weight_names("google", ...)``) or of ``mapping``
     (``{unprefixed keras weight path: name or (name, "T")}``), transposed where the table
     says so (the :class:`Part` s of a fused variable are concatenated into it), so
@@ -491,21 +487,14 @@ def save_google_checkpoint(transformer, filename, mapping=None, dtype=None):
     variable; default: the weights' own dtype. Weights without a name are listed in a
     warning and not written. Returns the list of written variable names.
     """
-    try:
-        import tensorflow as tf
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "writing a TensorFlow checkpoint needs the 'tensorflow' (or 'tensorflow-cpu') "
-            "package; or save Keras weights with model.save_weights('*.weights.h5')"
-        ) from e
     model = transformer.model
     if mapping is None:
         names = transformer.weight_names("google", transformer.google_save_prefix())
     else:
         names = user_mapping(transformer, mapping)
-    np_dtype = None if dtype is None else tf.as_dtype(dtype).as_numpy_dtype
+    np_dtype = None if dtype is None else _numpy_dtype(dtype)
     arrays, pieces, missing = {}, {}, []
-    for w in model.weights:  # read eagerly, outside the graph below
+    for w in model.weights:
         if w.path not in names:
             missing.append(w.path)
             continue
@@ -532,18 +521,24 @@ def save_google_checkpoint(transformer, filename, mapping=None, dtype=None):
     if missing:
         warnings.warn(f"{len(missing)} weight(s) have no Google name and are not written: "
                       f"{missing}", stacklevel=3)
-    folder = os.path.dirname(os.path.abspath(os.fspath(filename)))
-    os.makedirs(folder, exist_ok=True)
-    graph = tf.Graph()
-    with graph.as_default():
-        variables, feeds, assigns = {}, {}, []
-        for name, array in arrays.items():
-            variable = tf.compat.v1.Variable(tf.zeros(array.shape, array.dtype), name=name)
-            placeholder = tf.compat.v1.placeholder(array.dtype, array.shape)
-            assigns.append(variable.assign(placeholder))
-            variables[name], feeds[placeholder] = variable, array
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(assigns, feed_dict=feeds)
-            saver.save(session, os.fspath(filename), write_meta_graph=False)
+    filename = os.fspath(filename)
+    write_checkpoint(filename, arrays)
+    # the state file tf.train.latest_checkpoint reads, as TensorFlow's Saver writes it
+    base = os.path.basename(filename)
+    with open(os.path.join(os.path.dirname(os.path.abspath(filename)), "checkpoint"), "w",
+              encoding="utf-8") as f:
+        f.write(f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n')
     return sorted(arrays)
+
+
+def _numpy_dtype(dtype):
+    """A NumPy dtype from a name or dtype (``"bfloat16"`` through ``ml_dtypes``)."""
+    if str(dtype) == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    try:
+        return np.dtype(dtype)
+    except TypeError as e:
+        raise ValueError(f"dtype must be a NumPy dtype name such as 'float16', found "
+                         f"{dtype!r}") from e

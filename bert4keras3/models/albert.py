@@ -36,7 +36,6 @@ Example::
 """
 import keras
 
-from bert4keras3.layers import Add, FeedForward, MultiHeadAttention
 from bert4keras3.models.base import register_model
 from bert4keras3.models.bert import BERT, _bert_tables
 
@@ -184,34 +183,6 @@ class ALBERT(BERT):
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
-
-    def apply_main_layers(self, inputs, index):
-        """BERT's post-LN block under the names of :meth:`block_name`."""
-        stem = self.block_name(index)
-        attention_name = f"{stem}-MultiHeadSelfAttention"
-        feed_forward_name = f"{stem}-FeedForward"
-        x = self.apply(
-            inputs, MultiHeadAttention, arguments=self.attention_arguments(),
-            heads=self.num_attention_heads, head_size=self.attention_head_size,
-            out_dim=self.hidden_size, key_size=self.attention_key_size,
-            attention_dropout=self.attention_dropout_rate,
-            normalization=self.attention_normalization,
-            min_length=self.softmax_plus_min_length,
-            kernel_initializer=self.initializer, name=attention_name,
-        )
-        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
-                       name=f"{attention_name}-Dropout")
-        x = self.apply([inputs, x], Add, name=f"{attention_name}-Add")
-        x = self.norm(x, f"{attention_name}-Norm")
-        xi = x
-        x = self.apply(
-            x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
-            kernel_initializer=self.initializer, name=feed_forward_name,
-        )
-        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
-                       name=f"{feed_forward_name}-Dropout")
-        x = self.apply([xi, x], Add, name=f"{feed_forward_name}-Add")
-        return self.norm(x, f"{feed_forward_name}-Norm")
 
     def cached_call(self, inputs, context, last=None):
         """Cached decoding with one cache per call of each (shared) attention layer."""

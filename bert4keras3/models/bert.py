@@ -225,9 +225,15 @@ class BERT(Transformer):
             arguments["positions"] = position_ids
         return arguments
 
+    def block_name(self, index):
+        """Layer-name stem of the block applied at depth ``index`` (ALBERT shares blocks)."""
+        return f"Transformer-{index}"
+
     def apply_main_layers(self, inputs, index):
-        attention_name = f"Transformer-{index}-MultiHeadSelfAttention"
-        feed_forward_name = f"Transformer-{index}-FeedForward"
+        """Post-LN block: attention, dropout, residual, norm; feed-forward likewise."""
+        stem = self.block_name(index)
+        attention_name = f"{stem}-MultiHeadSelfAttention"
+        feed_forward_name = f"{stem}-FeedForward"
 
         x = self.apply(
             inputs, MultiHeadAttention, arguments=self.attention_arguments(),
