@@ -24,6 +24,8 @@ Hugging Face configs load as they are (``relative_attention``, ``max_relative_po
 DeBERTa-v2-architecture files. There are no Google TF checkpoints of DeBERTa: the weight
 table is Hugging Face's (``deberta.`` prefix optional).
 """
+import os
+
 import keras
 
 from bert4keras3.backend import get_activation
@@ -143,6 +145,7 @@ class DeBERTaV2(BERT):
                                   "hierarchically (its relative attention covers long inputs)"),
         "shared_segment_embeddings": BERT.UNSUPPORTED_OPTIONS["shared_segment_embeddings"],
     }
+
     def __init__(self, segment_vocab_size=0, layer_norm_eps=1e-7, relative_attention=False,
                  max_relative_positions=-1, position_buckets=-1, pos_att_type=None,
                  share_att_key=False, norm_rel_ebd="none", position_biased_input=True,
@@ -307,19 +310,21 @@ class DeBERTaV2(BERT):
 
     # -- weights ------------------------------------------------------------
     def expand_names(self, fmt, prefix):
+        """The name table; with ``legacy=False`` the MLM head is ``lm_predictions.lm_head.*``."""
         if fmt == "hf" and self.legacy is False:
-            saved, self.HF_NAMES = self.HF_NAMES, self.HF_NAMES_LM_PREDICTIONS
+            self.HF_NAMES = self.HF_NAMES_LM_PREDICTIONS  # instance attribute, for this call
             try:
                 return super().expand_names(fmt, prefix)
             finally:
-                self.HF_NAMES = saved
+                del self.HF_NAMES
         return super().expand_names(fmt, prefix)
 
     def load_weights_from_checkpoint(self, checkpoint, mapping=None):
         """As :meth:`Transformer.load_weights_from_checkpoint`; with ``legacy=None`` the MLM
         weight names (``cls.predictions.*`` or ``lm_predictions.lm_head.*``) follow the file."""
         legacy = self.legacy
-        if legacy is None and mapping is None and self.with_mlm and isinstance(checkpoint, str):
+        if legacy is None and mapping is None and self.with_mlm and \
+                isinstance(checkpoint, (str, os.PathLike)):
             from bert4keras3 import checkpoints
 
             if checkpoints.detect_format(checkpoint) == "hf":
