@@ -116,6 +116,18 @@ def test_hidden_states_match_transformers(hf_encoder):
     assert np.abs(out - ref)[MASK].max() <= 1e-4
 
 
+def test_custom_position_ids_match_transformers(hf_saved):
+    """``custom_position_ids`` feed the absolute embedding (relative positions stay 0..n-1)."""
+    _, model, path = hf_saved("separate")
+    positions = np.arange(TOKENS.shape[1])[None].repeat(2, 0) + np.array([[0], [5]])
+    with torch.no_grad():
+        ref = model(**_torch_kwargs(True), position_ids=torch.tensor(positions))
+    km = build_transformer_model(os.path.join(path, "config.json"), path, model="deberta_v2",
+                                 custom_position_ids=True)
+    out = _run(km, [TOKENS, SEGMENTS, positions])
+    assert np.abs(out - ref.last_hidden_state.numpy())[MASK].max() <= 1e-4
+
+
 def test_layer_names_follow_bert4keras(hf_encoder):
     kind, options, _, path = hf_encoder
     km = build_transformer_model(os.path.join(path, "config.json"), model="deberta_v3")
