@@ -495,7 +495,7 @@ def _relative_position_table(max_relative_position, dim, base):
     angles = rows * np.power(float(base), -np.arange(0, dim, 2, dtype=np.float64) / dim)
     table = np.zeros((len(rows), dim), dtype=np.float64)
     table[:, 0::2] = np.sin(angles)
-    table[:, 1::2] = np.cos(angles[:, : dim // 2])
+    table[:, 1::2] = np.cos(angles)
     table.setflags(write=False)
     return table
 
