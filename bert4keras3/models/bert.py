@@ -229,6 +229,10 @@ class BERT(Transformer):
         """Layer-name stem of the block applied at depth ``index`` (ALBERT shares blocks)."""
         return f"Transformer-{index}"
 
+    def attention_options(self):
+        """Extra constructor arguments of the self-attention layers (NEZHA's relative positions)."""
+        return {}
+
     def apply_main_layers(self, inputs, index):
         """Post-LN block: attention, dropout, residual, norm; feed-forward likewise."""
         stem = self.block_name(index)
@@ -243,6 +247,7 @@ class BERT(Transformer):
             normalization=self.attention_normalization,
             min_length=self.softmax_plus_min_length,
             rotary=self.rotary, kernel_initializer=self.initializer, name=attention_name,
+            **self.attention_options(),
         )
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                        name=f"{attention_name}-Dropout")

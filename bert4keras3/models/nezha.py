@@ -27,7 +27,6 @@ unused (nothing bounds the length).
 """
 import keras
 
-from bert4keras3.layers import MultiHeadAttention
 from bert4keras3.models.base import register_model
 from bert4keras3.models.bert import BERT, _bert_tables
 
@@ -76,11 +75,9 @@ class NEZHA(BERT):
         self.max_relative_position = max_relative_position
         self.use_relative_position = use_relative_position
 
-    def apply(self, inputs=None, layer=None, arguments=None, **kwargs):
-        """As :meth:`Transformer.apply`; every attention layer gets relative positions."""
-        if layer is MultiHeadAttention:
-            kwargs.setdefault("max_relative_position", self.max_relative_position)
-        return super().apply(inputs, layer, arguments, **kwargs)
+    def attention_options(self):
+        """Every attention layer computes the relative position embeddings."""
+        return {"max_relative_position": self.max_relative_position}
 
     def apply_embeddings(self, inputs):
         """Token (+ segment) embeddings, ``Embedding-Norm``, dropout (no positions)."""
