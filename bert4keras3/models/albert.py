@@ -89,40 +89,6 @@ def _albert_tables():
     return g, h
 
 
-class _PerCallCaches:
-    """A :class:`~bert4keras3.models.base.DecodingContext` view giving every *call* of a
-    self-attention layer its own key/value cache.
-
-    The context keys caches by layer name; an ALBERT attention layer is called once per
-    depth, so each call is keyed ``"{name}/call_{k}"`` (the same keys in the prompt pass
-    and in every step). Everything else is the wrapped context's.
-    """
-
-    def __init__(self, context):
-        self.context = context
-        self.calls = {}
-
-    def __getattr__(self, name):
-        return getattr(self.context, name)
-
-    def call(self, layer, inputs, arguments):
-        context = self.context
-        if getattr(layer, "decoding_role", None) != "attention" or layer.name in context.skip \
-                or arguments.get("key") is not None:
-            return context.call(layer, inputs, arguments)
-        count = self.calls.get(layer.name, 0)
-        self.calls[layer.name] = count + 1
-        key = f"{layer.name}/call_{count}"
-        caches = context.caches
-        if key in caches:
-            caches[layer.name] = caches.pop(key)
-        else:
-            caches.pop(layer.name, None)
-        out = context.call(layer, inputs, arguments)
-        caches[key] = caches.pop(layer.name)
-        return out
-
-
 @register_model("albert")
 class ALBERT(BERT):
     """ALBERT with its block layers shared across depth (per group), as released.
@@ -183,10 +149,6 @@ class ALBERT(BERT):
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
-
-    def cached_call(self, inputs, context, last=None):
-        """Cached decoding with one cache per call of each (shared) attention layer."""
-        return super().cached_call(inputs, _PerCallCaches(context), last)
 
     def expand_names(self, fmt, prefix):
         """The name table expanded over depth: ``{b}`` -> block stem, ``{g}`` -> group."""

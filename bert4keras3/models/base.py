@@ -533,6 +533,10 @@ class DecodingContext:
     cache slot; self-attention layers whose ``uses_key_positions`` is true (relative
     position embeddings, e.g. NEZHA's) get it as ``key_positions``.
 
+    Self-attention caches are keyed by layer name and call: a layer called several times
+    in one pass (ALBERT's blocks shared across depth) keeps one cache per call
+    (``name``, ``name#1``, ``name#2``, ...), the same keys in the prompt pass and every step.
+
     Layers named in the model's ``OUTPUT_ACTIVATIONS`` are skipped (logits out); every
     other layer is called as in the graph.
     """
@@ -548,6 +552,7 @@ class DecodingContext:
         self.key_positions = key_positions
         self.skip = tuple(skip)
         self.slot_positions = slot_positions
+        self.calls = {}
 
     def call(self, layer, inputs, arguments):
         role = getattr(layer, "decoding_role", None)
@@ -574,13 +579,16 @@ class DecodingContext:
                 cache = layer.kv_cache(key, value)
             out, self.static[name] = layer(inputs, cache=cache, **arguments)
             return out
-        cache = self.caches.get(name)
+        count = self.calls.get(name, 0)
+        self.calls[name] = count + 1
+        key = name if count == 0 else f"{name}#{count}"
+        cache = self.caches.get(key)
         if cache is None:
             cache = layer.init_cache(ops.shape(inputs)[0], self.length)
         if getattr(layer, "uses_key_positions", False):
             arguments["key_positions"] = self.slot_positions
-        out, self.caches[name] = layer(inputs, positions=self.positions, cache=cache,
-                                       cache_index=self.index, **arguments)
+        out, self.caches[key] = layer(inputs, positions=self.positions, cache=cache,
+                                      cache_index=self.index, **arguments)
         return out
 
 
