@@ -107,3 +107,29 @@ def tiny_model_dir(tmp_path):
         return write_tiny_model_dir(str(tmp_path / f"model{next(counter)}"), texts, **kwargs)
 
     return make
+
+
+def uncached_greedy(obj, prompts, steps, width=16):
+    """Reference greedy decode of an ``lm`` / ``unilm`` builder object without any cache.
+
+    Re-runs the full Keras model on prompt + generated ids (0-padded to ``width``) at every
+    step and takes the argmax at each row's last position; UniLM's new tokens are segment 1.
+    """
+    import keras
+
+    rows = [list(p) for p in prompts]
+    out = [[] for _ in prompts]
+    segments = len(obj.model.inputs) == 2
+    for _ in range(steps):
+        x = np.zeros((len(rows), width), "int32")
+        s = np.zeros_like(x)
+        for r, ids in enumerate(rows):
+            x[r, :len(ids)] = ids
+            if obj.application == "unilm":
+                s[r, len(prompts[r]):len(ids)] = 1
+        logits = keras.ops.convert_to_numpy(obj.model.predict_on_batch([x, s] if segments else x))
+        for r, ids in enumerate(rows):
+            token = int(np.argmax(logits[r, len(ids) - 1]))
+            out[r].append(token)
+            ids.append(token)
+    return out

@@ -18,6 +18,7 @@ import transformers
 import keras
 import tensorflow as tf
 
+from conftest import uncached_greedy
 from bert4keras3.checkpoints import CheckpointError
 from bert4keras3.models import build_transformer_model
 
@@ -276,25 +277,6 @@ def random_model(application):
     return obj
 
 
-def uncached_greedy(obj, steps):
-    """Argmax loop over the full model on prompt + generated (no cache)."""
-    new_segment = 1 if obj.application == "unilm" else 0
-    rows = [(list(p), [0] * len(p)) for p in PROMPTS]
-    out = [[] for _ in PROMPTS]
-    for _ in range(steps):
-        x = np.zeros((len(rows), WIDTH), "int32")
-        s = np.zeros_like(x)
-        for r, (ids, segs) in enumerate(rows):
-            x[r, :len(ids)], s[r, :len(segs)] = ids, segs
-        logits = keras.ops.convert_to_numpy(obj.model.predict_on_batch([x, s]))
-        for r, (ids, segs) in enumerate(rows):
-            token = int(np.argmax(logits[r, len(ids) - 1]))
-            out[r].append(token)
-            ids.append(token)
-            segs.append(new_segment)
-    return out
-
-
 @pytest.mark.parametrize("application", ["lm", "unilm"])
 def test_cached_greedy_equals_uncached(application):
     obj = random_model(application)
@@ -303,6 +285,6 @@ def test_cached_greedy_equals_uncached(application):
     tokens = np.array([p + [0] * (width - len(p)) for p in PROMPTS])
     inputs = [tokens, np.zeros_like(tokens)] if application == "unilm" else tokens
     cached = obj.generate(inputs, steps)
-    reference = uncached_greedy(obj, steps)
+    reference = uncached_greedy(obj, PROMPTS, steps, WIDTH)
     assert cached == reference
     assert len({t for r in reference for t in r}) > 1  # not a constant decode

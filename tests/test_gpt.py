@@ -24,6 +24,7 @@ import tensorflow as tf
 import torch
 import transformers
 
+from conftest import uncached_greedy
 from bert4keras3.checkpoints import CheckpointError, Part
 from bert4keras3.models import build_transformer_model
 
@@ -506,26 +507,6 @@ def random_lm(name, application="lm", seed=0):
             value[0] = 0.0  # padding id: never the argmax in practice
         w.assign(value.astype("float32"))
     return obj
-
-
-def uncached_greedy(obj, prompts, steps, width=16):
-    """Argmax loop over the full model on prompt + generated (UniLM: new tokens segment 1)."""
-    rows = [list(p) for p in prompts]
-    out = [[] for _ in prompts]
-    segments = len(obj.model.inputs) == 2
-    for _ in range(steps):
-        x = np.zeros((len(rows), width), "int32")
-        s = np.zeros_like(x)
-        for r, ids in enumerate(rows):
-            x[r, :len(ids)] = ids
-            if obj.application == "unilm":
-                s[r, len(prompts[r]):len(ids)] = 1
-        logits = to_numpy(obj.model.predict_on_batch([x, s] if segments else x))
-        for r, ids in enumerate(rows):
-            token = int(np.argmax(logits[r, len(ids) - 1]))
-            out[r].append(token)
-            ids.append(token)
-    return out
 
 
 @pytest.mark.parametrize("name,application",

@@ -19,6 +19,7 @@ import pytest
 import keras
 from keras import ops
 
+from conftest import uncached_greedy
 from bert4keras3.backend import Sinusoidal
 from bert4keras3.checkpoints import CheckpointError
 from bert4keras3.layers import MultiHeadAttention, RelativePositionEmbedding
@@ -488,25 +489,6 @@ def decoder_model(application, m, seed=0):
     return obj
 
 
-def reference_greedy(obj, prompts, steps):
-    """The full model re-run on prompt + generated (each row unpadded) at every step."""
-    new_segment = 1 if obj.application == "unilm" else 0
-    rows = [(list(p), [0] * len(p)) for p in prompts]
-    out = [[] for _ in prompts]
-    for _ in range(steps):
-        x = np.zeros((len(rows), WIDTH), "int32")
-        s = np.zeros_like(x)
-        for r, (ids, segs) in enumerate(rows):
-            x[r, :len(ids)], s[r, :len(segs)] = ids, segs
-        logits = as_numpy(obj.model.predict_on_batch([x, s]))
-        for r, (ids, segs) in enumerate(rows):
-            token = int(np.argmax(logits[r, len(ids) - 1]))
-            out[r].append(token)
-            ids.append(token)
-            segs.append(new_segment)
-    return out
-
-
 @pytest.mark.parametrize("application", ["lm", "unilm"])
 def test_cached_greedy_equals_uncached(application):
     obj = decoder_model(application, m=2)
@@ -516,5 +498,5 @@ def test_cached_greedy_equals_uncached(application):
         tokens[r, :len(p)] = p
     inputs = [tokens, np.zeros_like(tokens)] if application == "unilm" else tokens
     cached = obj.generate(inputs, STEPS)
-    assert cached == reference_greedy(obj, PROMPTS, STEPS)
+    assert cached == uncached_greedy(obj, PROMPTS, STEPS, WIDTH)
     assert len({tuple(c) for c in cached}) > 1

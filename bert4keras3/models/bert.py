@@ -233,22 +233,26 @@ class BERT(Transformer):
         """Extra constructor arguments of the self-attention layers (NEZHA's relative positions)."""
         return {}
 
+    def self_attention(self, x, name):
+        """The block's multi-head self-attention on ``x`` (mask of the current pass)."""
+        return self.apply(
+            x, MultiHeadAttention, arguments=self.attention_arguments(),
+            heads=self.num_attention_heads, head_size=self.attention_head_size,
+            out_dim=self.hidden_size, key_size=self.attention_key_size,
+            use_bias=self.use_bias, attention_dropout=self.attention_dropout_rate,
+            normalization=self.attention_normalization,
+            min_length=self.softmax_plus_min_length,
+            rotary=self.rotary, kernel_initializer=self.initializer, name=name,
+            **self.attention_options(),
+        )
+
     def apply_main_layers(self, inputs, index):
         """Post-LN block: attention, dropout, residual, norm; feed-forward likewise."""
         stem = self.block_name(index)
         attention_name = f"{stem}-MultiHeadSelfAttention"
         feed_forward_name = f"{stem}-FeedForward"
 
-        x = self.apply(
-            inputs, MultiHeadAttention, arguments=self.attention_arguments(),
-            heads=self.num_attention_heads, head_size=self.attention_head_size,
-            out_dim=self.hidden_size, key_size=self.attention_key_size,
-            use_bias=self.use_bias, attention_dropout=self.attention_dropout_rate,
-            normalization=self.attention_normalization,
-            min_length=self.softmax_plus_min_length,
-            rotary=self.rotary, kernel_initializer=self.initializer, name=attention_name,
-            **self.attention_options(),
-        )
+        x = self.self_attention(inputs, attention_name)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                        name=f"{attention_name}-Dropout")
         x = self.apply([inputs, x], Add, name=f"{attention_name}-Add")

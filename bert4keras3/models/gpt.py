@@ -44,7 +44,7 @@ from types import SimpleNamespace
 import keras
 
 from bert4keras3.checkpoints import Part
-from bert4keras3.layers import Add, Embedding, FeedForward, MultiHeadAttention, PositionEmbedding
+from bert4keras3.layers import Add, Embedding, FeedForward, PositionEmbedding
 from bert4keras3.models.base import Transformer, register_model
 from bert4keras3.models.bert import BERT
 
@@ -341,13 +341,7 @@ class GPT2(GPT):
         attention_name = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward_name = f"Transformer-{index}-FeedForward"
         x = self.layer_norm(inputs, f"{attention_name}-Norm")
-        x = self.apply(
-            x, MultiHeadAttention, arguments=self.attention_arguments(),
-            heads=self.num_attention_heads, head_size=self.attention_head_size,
-            out_dim=self.hidden_size, key_size=self.attention_key_size,
-            attention_dropout=self.attention_dropout_rate,
-            kernel_initializer=self.initializer, name=attention_name,
-        )
+        x = self.self_attention(x, attention_name)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                        name=f"{attention_name}-Dropout")
         xi = self.apply([inputs, x], Add, name=f"{attention_name}-Add")
@@ -400,13 +394,7 @@ class GPT2_ML(GPT2):
     def apply_main_layers(self, inputs, index):
         attention_name = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward_name = f"Transformer-{index}-FeedForward"
-        x = self.apply(
-            inputs, MultiHeadAttention, arguments=self.attention_arguments(),
-            heads=self.num_attention_heads, head_size=self.attention_head_size,
-            out_dim=self.hidden_size, key_size=self.attention_key_size,
-            attention_dropout=self.attention_dropout_rate,
-            kernel_initializer=self.initializer, name=attention_name,
-        )
+        x = self.self_attention(inputs, attention_name)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                        name=f"{attention_name}-Dropout")
         xi = self.apply([inputs, x], Add, name=f"{attention_name}-Add")
