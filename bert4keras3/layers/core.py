@@ -79,6 +79,13 @@ def _get_initializer(identifier):
     return keras.initializers.get(identifier)
 
 
+def fusable_denses(denses):
+    """Whether ``keras.layers.Dense`` layers can run as one product of their concatenated
+    kernels (decoding speed): built, bias-free, not quantized (LoRA is in ``Dense.kernel``)."""
+    return all(d.built and not d.use_bias and getattr(d, "quantization_mode", None) is None
+               for d in denses)
+
+
 def _active(value):
     """bert4keras' ``scale`` / ``offset`` convention: anything but False/None is on."""
     return value is not False and value is not None
@@ -861,7 +868,17 @@ class MultiHeadAttention(keras.layers.Layer):
         want_scores = self.return_attention_scores
         if want_scores and cache is not None:
             raise ValueError("return_attention_scores is not available with a key/value cache")
-        q = self.project_q(query)
+        fused = (cache is not None and cache_index is not None and key is None
+                 and fusable_denses((self.q_dense, self.k_dense, self.v_dense)))
+        if fused:  # one product for q, k and v of the new tokens (decoding)
+            kernel = ops.concatenate([ops.cast(d.kernel, query.dtype) for d in
+                                      (self.q_dense, self.k_dense, self.v_dense)], -1)
+            qf, kf, vf = ops.split(ops.matmul(query, kernel), [self.key_size * self.heads,
+                                   2 * self.key_size * self.heads], axis=-1)
+            lead = tuple(ops.shape(qf)[:-1])
+            q = ops.reshape(qf, lead + (self.heads, self.key_size))
+        else:
+            q = self.project_q(query)
         relative_on = self.max_relative_position is not None
         if (self.rotary or relative_on) and positions is None:
             positions = ops.arange(ops.shape(q)[1])
@@ -880,7 +897,11 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_mask = ops.cast(mask, "bool")[:, None, None, :]
         key = query if key is None else key
         value = key if value is None else value
-        k, v = self.project_kv(key, value)
+        if fused:
+            k = ops.reshape(kf, lead + (self.heads, self.key_size))
+            v = ops.reshape(vf, lead + (self.heads, self.head_size))
+        else:
+            k, v = self.project_kv(key, value)
         if key_positions is None and cache is None:
             if self_attention:
                 key_positions = positions

@@ -16,7 +16,7 @@ import math
 import keras
 from keras import ops
 
-from bert4keras3.layers.core import FeedForward
+from bert4keras3.layers.core import FeedForward, fusable_denses
 from bert4keras3 import backend as B
 
 __all__ = [
@@ -225,8 +225,15 @@ class T5FeedForward(FeedForward):
 
     def call(self, inputs, training=None):
         h = None
-        for act, layer in zip(self.activation, self.in_denses):
-            y = B.get_activation(act)(layer(inputs))
+        if len(self.in_denses) > 1 and fusable_denses(self.in_denses):
+            # one product for the gate and up projections (each Dense's own kernel; LoRA
+            # included), split after: fewer, larger dots per decoding step
+            kernel = ops.concatenate([ops.cast(d.kernel, inputs.dtype) for d in self.in_denses], -1)
+            parts = ops.split(ops.matmul(inputs, kernel), len(self.in_denses), axis=-1)
+        else:
+            parts = [layer(inputs) for layer in self.in_denses]
+        for act, y in zip(self.activation, parts):
+            y = B.get_activation(act)(y)
             h = y if h is None else h * y
         h = self.dropout(h, training=training)
         return self.o_dense(h)
