@@ -5,14 +5,18 @@
 * GlobalPointer: :func:`global_pointer_crossentropy`,
   :func:`sparse_global_pointer_crossentropy`, metric :func:`global_pointer_f1_score`,
   label encoders :func:`spans_to_dense` / :func:`spans_to_sparse`, decoder
-  :func:`global_pointer_decode`.
-* GPLinker (relation extraction): :func:`gplinker_encode` and :func:`gplinker_decode`.
+  :func:`global_pointer_decode` (one sample, NumPy) and the compiled batch decoder
+  :func:`global_pointer_spans` (+ host converter :func:`span_lists`).
+* GPLinker (relation extraction): :func:`gplinker_encode` and :func:`gplinker_decode`
+  (one sample, NumPy); compiled batch decoder :func:`gplinker_triples` (+ :func:`triple_lists`).
 * Sentence embeddings: :func:`cosent_loss`, :func:`simcse_loss`.
 * Evaluation: :func:`precision_recall_f1` (entity / triple level).
 
 Losses return one value per sample (Keras averages over the batch), so
 ``model.compile(loss=global_pointer_crossentropy)`` gives the bert4keras numbers.
 """
+
+import warnings
 
 import numpy as np
 import keras
@@ -36,6 +40,11 @@ __all__ = [
     "global_pointer_decode",
     "gplinker_encode",
     "gplinker_decode",
+    "global_pointer_spans",
+    "gplinker_triples",
+    "span_lists",
+    "triple_lists",
+    "SpanOverflowWarning",
 ]
 
 _BIG = 1e12  # stands for infinity inside the losses (always float32 or wider)
@@ -472,3 +481,356 @@ def gplinker_decode(entity_scores, head_scores, tail_scores, threshold=0.0, mapp
             name = int(p) if id2predicate is None else id2predicate[int(p)]
             out.add((convert(*subjects[i]), name, convert(*objects[j])))
     return sorted(out, key=repr)
+
+
+# --------------------------------------------------------------------------- batch decoding
+# Compiled (keras.ops only, static output shapes) counterparts of the NumPy decoders above:
+# they run inside jax.jit / tf.function(jit_compile=True) next to the model, so only a few
+# integers per row leave the device instead of the [batch, heads, n, n] logits.
+
+
+class SpanOverflowWarning(UserWarning):
+    """More spans / triples passed the threshold than the decoder's static capacity."""
+
+
+def _check_capacity(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, found {value!r}.")
+    return int(value)
+
+
+def _check_threshold(threshold):
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
+        raise ValueError(f"`threshold` must be a real number, found {threshold!r}.")
+    return float(threshold)
+
+
+def _static_scores(fn, name, x, heads=None):
+    """``x`` as a tensor of static shape ``[batch, heads, n, n]``; returns ``(x, heads, n)``."""
+    x = ops.convert_to_tensor(x)
+    shape = tuple(x.shape)
+    if len(shape) != 4 or shape[2] != shape[3]:
+        raise ValueError(f"{fn}: {name} must have shape [batch, heads, n, n], found {shape}.")
+    if shape[1] is None or shape[2] is None:
+        raise ValueError(f"{fn}: {name} needs static heads and n (they size the output), found {shape}.")
+    if heads is not None and shape[1] != heads:
+        raise ValueError(f"{fn}: {name} must have {heads} heads, found shape {shape}.")
+    if not keras.backend.is_float_dtype(x.dtype):
+        raise ValueError(f"{fn}: {name} must be floating-point logits, found dtype {x.dtype}.")
+    return x, shape[1], shape[2]
+
+
+def _token_mask(fn, mask, x):
+    if mask is None:
+        return None
+    mask = ops.convert_to_tensor(mask)
+    b, n = x.shape[0], x.shape[-1]
+    if len(mask.shape) != 2 or mask.shape[1] != n or (
+        b is not None and mask.shape[0] is not None and mask.shape[0] != b
+    ):
+        raise ValueError(f"{fn}: mask must have shape [batch, n] = {(b, n)}, found {tuple(mask.shape)}.")
+    return ops.cast(mask, "bool")
+
+
+def _neg_inf(x):
+    return ops.cast(float("-inf"), x.dtype)
+
+
+def _pad_last(x, size, value):
+    """Pad the last axis of ``[b, k]`` up to ``size`` with ``value``."""
+    short = size - x.shape[-1]
+    if short <= 0:
+        return x
+    return ops.pad(x, ((0, 0), (0, short)), constant_values=value)
+
+
+def _top_entries(rows, threshold, k):
+    """Top-``k`` entries of ``rows`` ``[b, R, n]``: values ``[b, k]`` (descending), flat
+    indices ``row * n + col`` ``[b, k]`` (int32) and the untruncated count above threshold.
+
+    Two stages instead of one top-k over ``R * n`` values: an entry among the top ``k``
+    lies in one of the ``k`` rows with the largest maximum (each row ranked above it holds a
+    larger entry), so only those rows are searched. The exact count reads every entry
+    only when more than ``k`` rows pass the threshold (then the row is overflowing anyway).
+    """
+    num_rows, n = rows.shape[1], rows.shape[2]
+    thr = ops.cast(threshold, rows.dtype)
+    row_max = ops.max(rows, axis=-1)  # [b, R]
+    k1 = min(k, num_rows)
+    _, top_rows = ops.top_k(row_max, k1)
+    top_rows = ops.cast(top_rows, "int32")
+    gather = top_rows[:, :, None] + ops.zeros((1, 1, n), "int32")
+    block = ops.take_along_axis(rows, gather, axis=1)  # [b, k1, n]
+    k2 = min(k, k1 * n)
+    values, pos = ops.top_k(ops.reshape(block, (-1, k1 * n)), k2)
+    pos = ops.cast(pos, "int32")
+    row = ops.take_along_axis(top_rows, ops.floor_divide(pos, n), axis=1)
+    index = row * n + ops.mod(pos, n)
+    passing_rows = ops.sum(ops.cast(row_max > thr, "int32"), axis=-1)
+    in_block = ops.sum(ops.cast(block > thr, "int32"), axis=(1, 2))
+    if k1 < num_rows:
+        count = ops.cond(
+            ops.any(passing_rows > k1),
+            lambda: ops.sum(ops.cast(rows > thr, "int32"), axis=(1, 2)),
+            lambda: in_block,
+        )
+    else:
+        count = in_block
+    values = _pad_last(values, k, float("-inf"))
+    index = _pad_last(index, k, -1)
+    return values, index, ops.cast(count, "int32")
+
+
+def _masked_rows(x, heads, n, mask):
+    """``[b, heads, n, n]`` as ``[b, heads * n, n]`` rows, spans touching masked tokens at -inf."""
+    if mask is not None:
+        pair = ops.logical_and(mask[:, None, :, None], mask[:, None, None, :])
+        x = ops.where(pair, x, _neg_inf(x))
+    return ops.reshape(x, (-1, heads * n, n))
+
+
+def global_pointer_spans(logits, threshold=0.0, max_spans=64, mask=None):
+    """Batch GlobalPointer decoding with static output shapes (compilable).
+
+    Selects, per row, the ``max_spans`` highest-scoring ``(type, start, end)`` entries of
+    ``logits`` above ``threshold``. Uses ``keras.ops`` only: it runs eagerly on every backend
+    and inside ``jax.jit`` / ``tf.function(jit_compile=True)``, e.g. fused with the model's
+    forward pass, so only ``[batch, max_spans]`` values leave the device.
+
+    Args:
+        logits: ``[batch, heads, n, n]`` scores (a :class:`~bert4keras3.layers.GlobalPointer`
+            / ``EfficientGlobalPointer`` output); ``heads`` and ``n`` must be static.
+        threshold: a span is predicted when its score is ``> threshold`` (0 for ZLPR).
+        max_spans: static capacity ``K`` of the output per row.
+        mask: optional ``[batch, n]`` token mask; spans touching a ``False`` token are
+            excluded (e.g. ``[CLS]`` / ``[SEP]``; padding is already masked by the head).
+
+    Returns ``(spans, scores, counts)``:
+
+    * ``spans`` ``[batch, K, 3]`` int32 ``(type, start, end)`` token indices (end
+      inclusive), by decreasing score, padded with ``-1``;
+    * ``scores`` ``[batch, K]`` their logits (``-inf`` in padded slots);
+    * ``counts`` ``[batch]`` int32 number of spans above the threshold *before* truncation:
+      a row with ``counts > K`` overflowed and lost its lowest-scoring spans.
+
+    :func:`span_lists` turns the result into per-row lists (as :func:`global_pointer_decode`
+    returns) and warns or raises on overflow.
+
+    Example:
+        >>> spans, scores, counts = global_pointer_spans(model(x), max_spans=32)
+        >>> entities = span_lists(spans, scores, counts, mappings=mappings)
+    """
+    fn = "global_pointer_spans"
+    threshold = _check_threshold(threshold)
+    k = _check_capacity("max_spans", max_spans)
+    x, heads, n = _static_scores(fn, "logits", logits)
+    mask = _token_mask(fn, mask, x)
+    values, index, counts = _top_entries(_masked_rows(x, heads, n, mask), threshold, k)
+    ok = values > ops.cast(threshold, values.dtype)
+    spans = ops.stack(
+        [ops.floor_divide(index, n * n), ops.mod(ops.floor_divide(index, n), n), ops.mod(index, n)],
+        axis=-1,
+    )
+    spans = ops.where(ok[..., None], spans, -1)
+    scores = ops.where(ok, values, _neg_inf(values))
+    return ops.cast(spans, "int32"), scores, counts
+
+
+def gplinker_triples(entity_logits, head_logits, tail_logits, threshold=0.0, max_entities=64,
+                     max_triples=64, mask=None):
+    """Batch GPLinker decoding with static output shapes (compilable).
+
+    Per row: the top ``max_entities`` subject spans (``entity_logits[:, 0]``) and object
+    spans (``entity_logits[:, 1]``) above ``threshold``; every (subject, predicate, object)
+    whose head pair ``(s_start, o_start)`` and tail pair ``(s_end, o_end)`` both score above
+    ``threshold`` is a triple, ranked by ``min(head score, tail score)``; the top
+    ``max_triples`` are returned. Same rule as :func:`gplinker_decode`.
+
+    Args:
+        entity_logits: ``[batch, 2, n, n]``; head_logits, tail_logits: ``[batch, P, n, n]``
+            (the three outputs of :class:`~bert4keras3.layers.GPLinker`).
+        threshold: decision threshold.
+        max_entities: static capacity for subject spans and for object spans.
+        max_triples: static capacity ``K`` of the output per row.
+        mask: optional ``[batch, n]`` token mask; entities touching a ``False`` token are
+            excluded.
+
+    Returns ``(triples, scores, counts, dropped_entities)``:
+
+    * ``triples`` ``[batch, K, 5]`` int32 ``(s_start, s_end, predicate, o_start, o_end)``
+      token indices, by decreasing score, padded with ``-1``;
+    * ``scores`` ``[batch, K]`` ``min(head, tail)`` score (``-inf`` in padded slots);
+    * ``counts`` ``[batch]`` int32 triples found among the kept entities before truncation
+      (``counts > K``: overflow);
+    * ``dropped_entities`` ``[batch, 2]`` int32 subject / object spans above the threshold
+      that did not fit in ``max_entities`` (non-zero: overflow, triples may be missing).
+
+    :func:`triple_lists` converts the result to per-row lists and warns or raises on overflow.
+    """
+    fn = "gplinker_triples"
+    threshold = _check_threshold(threshold)
+    ke = _check_capacity("max_entities", max_entities)
+    kt = _check_capacity("max_triples", max_triples)
+    entity, _, n = _static_scores(fn, "entity_logits", entity_logits, heads=2)
+    head, p, n_head = _static_scores(fn, "head_logits", head_logits)
+    tail, _, n_tail = _static_scores(fn, "tail_logits", tail_logits, heads=p)
+    if n_head != n or n_tail != n:
+        raise ValueError(
+            f"{fn}: all logits must share n, found entity {tuple(entity.shape)}, "
+            f"head {tuple(head.shape)}, tail {tuple(tail.shape)}."
+        )
+    mask = _token_mask(fn, mask, entity)
+    thr = ops.cast(threshold, entity.dtype)
+    ends = []
+    dropped = []
+    for t in range(2):
+        values, index, count = _top_entries(
+            _masked_rows(entity[:, t:t + 1], 1, n, mask), threshold, ke
+        )
+        ok = values > thr
+        ends.append((ops.floor_divide(index, n), ops.mod(index, n), ok))
+        dropped.append(ops.maximum(count - ke, 0))
+    (s_start, s_end, s_ok), (o_start, o_end, o_ok) = ends
+
+    def pair_scores(logits, a, b):
+        a = ops.where(s_ok, a, 0)
+        b = ops.where(o_ok, b, 0)
+        flat = ops.reshape(a[:, :, None] * n + b[:, None, :], (-1, 1, ke * ke))
+        flat = flat + ops.zeros((1, p, 1), "int32")
+        return ops.take_along_axis(ops.reshape(logits, (-1, p, n * n)), flat, axis=2)
+
+    score = ops.minimum(
+        pair_scores(ops.cast(head, entity.dtype), s_start, o_start),
+        pair_scores(ops.cast(tail, entity.dtype), s_end, o_end),
+    )  # [b, P, E * E]
+    pair_ok = ops.reshape(ops.logical_and(s_ok[:, :, None], o_ok[:, None, :]), (-1, 1, ke * ke))
+    score = ops.reshape(ops.where(pair_ok, score, _neg_inf(score)), (-1, p * ke * ke))
+    counts = ops.sum(ops.cast(score > thr, "int32"), axis=-1)
+    k = min(kt, p * ke * ke)
+    values, index = ops.top_k(score, k)
+    values = _pad_last(values, kt, float("-inf"))
+    index = _pad_last(ops.cast(index, "int32"), kt, 0)
+    ok = values > thr
+    pred = ops.floor_divide(index, ke * ke)
+    si = ops.mod(ops.floor_divide(index, ke), ke)
+    oi = ops.mod(index, ke)
+
+    def pick(x, i):
+        return ops.take_along_axis(x, i, axis=1)
+
+    triples = ops.stack(
+        [pick(s_start, si), pick(s_end, si), pred, pick(o_start, oi), pick(o_end, oi)], axis=-1
+    )
+    triples = ops.where(ok[..., None], triples, -1)
+    scores = ops.where(ok, values, _neg_inf(values))
+    return ops.cast(triples, "int32"), scores, counts, ops.cast(ops.stack(dropped, axis=-1), "int32")
+
+
+def _overflow(fn, over, detail, advice, on_overflow):
+    """Warn or raise when any row of the boolean ``over`` is set; ``detail(row)`` says how."""
+    rows = np.flatnonzero(over)
+    if not rows.size:
+        return
+    message = (
+        f"{fn}: {rows.size} of {len(over)} rows overflowed the decoder's capacity ({detail(rows[0])}"
+        f"{', ...' if rows.size > 1 else ''}); the lowest-scoring ones were dropped. {advice}"
+    )
+    if on_overflow == "raise":
+        raise RuntimeError(message)
+    warnings.warn(message, SpanOverflowWarning, stacklevel=3)
+
+
+def _check_on_overflow(on_overflow):
+    if on_overflow not in ("warn", "raise"):
+        raise ValueError(f"`on_overflow` must be 'warn' or 'raise', found {on_overflow!r}.")
+
+
+def _row_mappings(fn, mappings, batch):
+    if mappings is None:
+        return [None] * batch
+    mappings = list(mappings)
+    if len(mappings) != batch:
+        raise ValueError(f"{fn}: expected one mapping per row ({batch}), found {len(mappings)}.")
+    return mappings
+
+
+def span_lists(spans, scores, counts, mappings=None, on_overflow="warn"):
+    """Host-side lists from :func:`global_pointer_spans` output.
+
+    Args:
+        spans, scores, counts: the three outputs of :func:`global_pointer_spans`
+            (``span_lists(*global_pointer_spans(logits), ...)``).
+        mappings: optional per-row ``rematch`` mappings (see :func:`global_pointer_decode`).
+        on_overflow: ``"warn"`` (a :class:`SpanOverflowWarning`) or ``"raise"``
+            (``RuntimeError``) when a row had more spans than the output holds.
+
+    Returns one sorted list of ``(start, end, type)`` per row, exactly what
+    :func:`global_pointer_decode` gives for that row when nothing overflowed.
+    """
+    fn = "span_lists"
+    _check_on_overflow(on_overflow)
+    spans = np.asarray(ops.convert_to_numpy(spans))
+    counts = np.asarray(ops.convert_to_numpy(counts))
+    if spans.ndim != 3 or spans.shape[-1] != 3 or counts.shape != spans.shape[:1]:
+        raise ValueError(
+            f"{fn}: expected spans [batch, K, 3] and counts [batch], found {spans.shape} and "
+            f"{counts.shape}."
+        )
+    k = spans.shape[1]
+    _overflow(fn, counts > k, lambda r: f"row {r}: {counts[r]} spans above the threshold, max_spans={k}",
+              "Raise max_spans (or the threshold).", on_overflow)
+    out = []
+    for row, mapping in zip(spans, _row_mappings(fn, mappings, len(spans))):
+        convert = _span_converter(mapping)
+        found = set()
+        for t, start, end in row[row[:, 0] >= 0]:
+            span = convert(start, end)
+            if span is not None:
+                found.add(span + (int(t),))
+        out.append(sorted(found))
+    return out
+
+
+def triple_lists(triples, scores, counts, dropped_entities, mappings=None, id2predicate=None,
+                 on_overflow="warn"):
+    """Host-side lists from :func:`gplinker_triples` output.
+
+    Args:
+        triples, scores, counts, dropped_entities: the outputs of :func:`gplinker_triples`.
+        mappings: optional per-row ``rematch`` mappings; spans become character offsets and
+            triples touching a token without characters are dropped.
+        id2predicate: optional mapping / sequence turning predicate ids into names.
+        on_overflow: ``"warn"`` or ``"raise"`` when triples or entities overflowed.
+
+    Returns one list per row of ``((s_start, s_end), predicate, (o_start, o_end))``, sorted
+    as :func:`gplinker_decode` sorts them (and equal to its result when nothing overflowed).
+    """
+    fn = "triple_lists"
+    _check_on_overflow(on_overflow)
+    triples = np.asarray(ops.convert_to_numpy(triples))
+    counts = np.asarray(ops.convert_to_numpy(counts))
+    dropped = np.asarray(ops.convert_to_numpy(dropped_entities))
+    b = triples.shape[0] if triples.ndim else 0
+    if triples.ndim != 3 or triples.shape[-1] != 5 or counts.shape != (b,) or dropped.shape != (b, 2):
+        raise ValueError(
+            f"{fn}: expected triples [batch, K, 5], counts [batch] and dropped_entities "
+            f"[batch, 2], found {triples.shape}, {counts.shape} and {dropped.shape}."
+        )
+    k = triples.shape[1]
+    _overflow(fn, counts > k, lambda r: f"row {r}: {counts[r]} triples, max_triples={k}",
+              "Raise max_triples (or the threshold).", on_overflow)
+    _overflow(fn, dropped.max(axis=1) > 0,
+              lambda r: f"row {r}: {dropped[r, 0]} subject and {dropped[r, 1]} object spans beyond "
+              "max_entities", "Raise max_entities (or the threshold); triples may be missing.",
+              on_overflow)
+    out = []
+    for row, mapping in zip(triples, _row_mappings(fn, mappings, b)):
+        convert = _span_converter(mapping)
+        found = set()
+        for ss, se, p, os_, oe in row[row[:, 0] >= 0]:
+            s, o = convert(ss, se), convert(os_, oe)
+            if s is None or o is None:
+                continue
+            found.add((s, int(p) if id2predicate is None else id2predicate[int(p)], o))
+        out.append(sorted(found, key=repr))
+    return out

@@ -77,6 +77,15 @@ def _check_mask(layer, inputs, mask):
     return ops.cast(mask, "bool")
 
 
+def _check_heads(layer, x, axis, expected, what):
+    found = tuple(getattr(x, "shape", ()))
+    if len(found) <= axis or found[axis] != expected:
+        raise ValueError(
+            f"{layer}.decode expects logits [batch, {expected}, n, n] ({expected} {what}), "
+            f"found shape {found}."
+        )
+
+
 def _rotary(x):
     """RoPE (interleaved pairs, base 10000) over positions ``0..seq-1`` of ``[batch, seq, ..., dim]``."""
     sin, cos = B.rotary_sin_cos(ops.arange(ops.shape(x)[1]), x.shape[-1])
@@ -142,6 +151,18 @@ class _PointerBase(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
+
+    def decode(self, logits, threshold=0.0, max_spans=64, mask=None):
+        """Batch span decoding of this head's output, compilable (like ``CRF.decode``).
+
+        ``logits`` ``[batch, heads, n, n]`` -> ``(spans [batch, K, 3], scores [batch, K],
+        counts [batch])``; see :func:`bert4keras3.losses.global_pointer_spans` (arguments and
+        overflow rule) and :func:`bert4keras3.losses.span_lists` (host-side lists).
+        """
+        from bert4keras3.losses import global_pointer_spans  # losses imports this module
+
+        _check_heads(type(self).__name__, logits, 1, self.heads, "heads")
+        return global_pointer_spans(logits, threshold=threshold, max_spans=max_spans, mask=mask)
 
     def _dense(self, units, name):
         return keras.layers.Dense(
@@ -247,7 +268,8 @@ class GPLinker(keras.layers.Layer):
       the pair heads use neither RoPE nor the tril mask.
 
     Train with ``losses.sparse_global_pointer_crossentropy`` on the labels of
-    ``losses.gplinker_encode`` and decode with ``losses.gplinker_decode``.
+    ``losses.gplinker_encode`` and decode with :meth:`decode` (compiled batch) or
+    ``losses.gplinker_decode`` (one sample, NumPy).
 
     Args:
         predicates: number of relation types.
@@ -300,6 +322,24 @@ class GPLinker(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, n = input_shape[0], input_shape[1]
         return [(b, 2, n, n), (b, self.predicates, n, n), (b, self.predicates, n, n)]
+
+    def decode(self, outputs, threshold=0.0, max_entities=64, max_triples=64, mask=None):
+        """Batch triple decoding of this layer's ``[entity, head, tail]`` output, compilable.
+
+        Returns ``(triples [batch, K, 5], scores, counts, dropped_entities)``; see
+        :func:`bert4keras3.losses.gplinker_triples` and :func:`bert4keras3.losses.triple_lists`.
+        """
+        from bert4keras3.losses import gplinker_triples  # losses imports this module
+
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != 3:
+            raise ValueError(
+                "GPLinker.decode expects the layer's output [entity, head, tail], found "
+                f"{type(outputs).__name__} of length {len(outputs) if hasattr(outputs, '__len__') else '?'}."
+            )
+        _check_heads("GPLinker", outputs[1], 1, self.predicates, "predicates (head logits)")
+        _check_heads("GPLinker", outputs[2], 1, self.predicates, "predicates (tail logits)")
+        return gplinker_triples(*outputs, threshold=threshold, max_entities=max_entities,
+                                max_triples=max_triples, mask=mask)
 
     def compute_mask(self, inputs, mask=None):
         return [None, None, None]
