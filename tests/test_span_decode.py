@@ -102,6 +102,9 @@ def test_global_pointer_spans_few_rows_exact_count_and_token_mask():
     mask[:, 0] = False
     fn = compiled(lambda v, m: L.global_pointer_spans(v, max_spans=4, mask=m))
     check_spans(fn(x, mask), x, 0.0, 4, mask)
+    # capacity above heads * n * n: the output is padded to max_spans
+    small = x[:, :, 2:5, 2:5]
+    check_spans(compiled(lambda v: L.global_pointer_spans(v, max_spans=30))(small), small, 0.0, 30)
 
 
 def test_global_pointer_spans_half_precision_and_eager():
