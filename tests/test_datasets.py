@@ -156,6 +156,11 @@ def test_hash_split_is_disjoint_deterministic_and_keeps_copies_together():
                 or set(a["dev"]) & set(a["test"]))
     assert sum(map(len, a.values())) == len(items)
     assert a["dev"] == [x for x in items if x in set(a["dev"])]  # input order kept
+    d = zd.hash_split(items, lambda x: x, {"dev": 30, "test": 50}, salt="s", shuffle=True)
+    assert {k: sorted(v) for k, v in d.items()} == {k: sorted(v) for k, v in a.items()}
+    assert d["train"] != a["train"]
+    assert d == zd.hash_split(list(reversed(items)), lambda x: x, {"dev": 30, "test": 50},
+                              salt="s", shuffle=True)
     c = zd.hash_split(items, lambda x: x, {"dev": 30, "test": 50}, salt="other")
     assert set(c["dev"]) != set(a["dev"])
     with pytest.raises(ValueError, match="asked for 400 held-out keys but there are 300"):
@@ -331,6 +336,9 @@ def test_convert_all_writes_disjoint_splits_the_clue_readers_accept(tmp_path, mo
         assert not (sets["train"] & sets["dev"] or sets["train"] & sets["test"]
                     or sets["dev"] & sets["test"])
     assert report["sentiment"]["examples"] == {"train": 100, "dev": 10, "test": 10}
+    first = [json.loads(x)["label"] for x in
+             read_lines(os.path.join(out, "sentiment", "train.json"))[:20]]
+    assert set(first) == {"0", "1"}  # shuffled: the package lists all positives first
 
     # chid: the chid reader, answers pointing at the idiom of the example
     chid = clue_tasks.TASKS["chid"]()
