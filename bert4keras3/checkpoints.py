@@ -375,6 +375,18 @@ def _vocab_rows(transformer, name, array):
     return array, None
 
 
+def _on_layout(variable, array):
+    """A host array placed on ``variable``'s ``keras.distribution`` layout (JAX), so each
+    device receives only its shard (``assign`` would first copy the whole array to one
+    device); unchanged without a layout or on other backends."""
+    layout = getattr(variable, "_layout", None)
+    if layout is None or keras.backend.backend() != "jax":
+        return array
+    import jax
+
+    return jax.device_put(array, getattr(layout, "backend_layout", layout))
+
+
 def load_into(transformer, checkpoint_path, mapping=None):
     """Set every weight of ``transformer.model`` from ``checkpoint_path``.
 
@@ -457,7 +469,7 @@ def load_into(transformer, checkpoint_path, mapping=None):
             + "\n  ".join(problems)
         )
     for w, array in values:
-        w.assign(array.astype(w.dtype))
+        w.assign(_on_layout(w, array.astype(w.dtype)))
     if skipped:
         warnings.warn(
             f"ignore_invalid_weights: {len(skipped)} weight(s) not in {checkpoint_path!r} "
