@@ -23,7 +23,6 @@ for _path in (os.path.join(ROOT, "examples", "clue"), os.path.join(ROOT, "exampl
 import clue_tasks  # noqa: E402
 import zh_datasets as zd  # noqa: E402
 
-RNG = random.Random(0)
 CHARS = "中国人民北京上海天津江苏政府大学银行公司记者今天发表讲话经济发展改革开放会议工作"
 TYPES = ("PER", "LOC", "ORG")
 
