@@ -559,8 +559,9 @@ def _top_entries(rows, threshold, k):
     k1 = min(k, num_rows)
     _, top_rows = ops.top_k(row_max, k1)
     top_rows = ops.cast(top_rows, "int32")
-    gather = top_rows[:, :, None] + ops.zeros((1, 1, n), "int32")
-    block = ops.take_along_axis(rows, gather, axis=1)  # [b, k1, n]
+    # whole-row gather from [b * R, n] (XLA:CPU runs it ~2x faster than take_along_axis)
+    offsets = ops.arange(ops.shape(rows)[0], dtype="int32")[:, None] * num_rows
+    block = ops.take(ops.reshape(rows, (-1, n)), top_rows + offsets, axis=0)  # [b, k1, n]
     k2 = min(k, k1 * n)
     values, pos = ops.top_k(ops.reshape(block, (-1, k1 * n)), k2)
     pos = ops.cast(pos, "int32")
