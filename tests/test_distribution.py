@@ -108,9 +108,15 @@ def test_attention_and_ffn_output_kernels_are_row_parallel():
         assert path not in layouts
 
 
+def _mesh(shape, axes=("batch", "model")):
+    """A mesh for layout checks only (no computation runs on it; named devices, as
+    ``keras.distribution.list_devices`` does not exist on every backend)."""
+    return keras.distribution.DeviceMesh(shape, axes,
+                                         [f"cpu:{i}" for i in range(int(np.prod(shape)))])
+
+
 def test_layout_map_entries_and_lookup():
-    mesh = keras.distribution.DeviceMesh((1, 1), ("batch", "model"),
-                                         keras.distribution.list_devices()[:1])
+    mesh = _mesh((2, 2))
     obj = _build("t5.1.1", dict(BASE, attention_head_size=8), {})
     lm = layout_map(obj, mesh)
     assert isinstance(lm, keras.distribution.LayoutMap)
@@ -150,8 +156,7 @@ def test_builder_callable_is_built_without_allocating():
 
 
 def test_indivisible_dimension_raises():
-    devices = keras.distribution.list_devices()[:1] * 1
-    mesh = keras.distribution.DeviceMesh((1, 3), ("batch", "model"), devices * 3)
+    mesh = _mesh((1, 3))
     with pytest.raises(ValueError) as info:
         layout_map(lambda: _build("bert", BASE, {"with_mlm": True}), mesh)
     message = str(info.value)
@@ -161,13 +166,12 @@ def test_indivisible_dimension_raises():
 
 
 def test_bad_arguments():
-    mesh = keras.distribution.DeviceMesh((1,), ("batch",), keras.distribution.list_devices()[:1])
+    mesh = _mesh((1,), ("batch",))
     with pytest.raises(ValueError, match="no axis 'model'"):
         layout_map(_build("bert", BASE, {}), mesh)
     with pytest.raises(TypeError, match="DeviceMesh"):
         layout_map(_build("bert", BASE, {}), (1, 1))
-    mesh = keras.distribution.DeviceMesh((1, 1), ("batch", "model"),
-                                         keras.distribution.list_devices()[:1])
+    mesh = _mesh((1, 1))
     with pytest.raises(TypeError, match="keras.Model"):
         layout_map(object(), mesh)
 
