@@ -37,7 +37,7 @@ import re
 
 import keras
 
-from bert4keras3.layers.core import FeedForward, MultiHeadAttention
+from bert4keras3.layers.core import BiasAdd, FeedForward, MultiHeadAttention
 from bert4keras3.layers.gau import GatedAttentionUnit
 
 __all__ = ["layout_map", "weight_layouts"]
@@ -101,8 +101,6 @@ def _vocab_variables(transformer, model):
     if transformer is not None:
         names = {transformer.prefixed(n) for n in getattr(transformer, "VOCAB_WEIGHTS", ())}
         return [w for w in model.weights if w.path in names]
-    from bert4keras3.layers.core import BiasAdd
-
     layers = _all_layers(model)
     tables = [l for l in layers if isinstance(l, keras.layers.Embedding)]
     if not tables:

@@ -37,6 +37,14 @@ def family_cases():
             cfg.pop("max_position_embeddings")
         if family == "albert":  # two calls of the shared block
             cfg.update(embedding_size=16, num_hidden_layers=2)
+        if family == "deberta_v2":  # separate position projections, the convolution
+            cfg.update(relative_attention=True, position_buckets=-1, max_relative_positions=12,
+                       pos_att_type="c2p|p2c", share_att_key=False, conv_kernel_size=3,
+                       conv_act="gelu")
+        if family == "deberta_v3":  # shared keys, log buckets, no segments
+            cfg.update(relative_attention=True, position_buckets=8, max_relative_positions=-1,
+                       pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm",
+                       position_biased_input=False, type_vocab_size=0)
         decode = {"bert": "unilm", "roformer": "unilm", "nezha": "unilm",
                   "gau_alpha": "unilm", "roformer_v2": "lm", "albert": "lm"}.get(family)
         cases.append((family, cfg, {"with_mlm": True}, "encoder", decode))
