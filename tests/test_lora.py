@@ -205,3 +205,23 @@ def test_cached_greedy_with_trained_lora_equals_uncached(family, application):
         got = obj.generate(PROMPTS, steps)
     assert len({tuple(r) for r in expected}) > 1
     assert got == expected
+
+
+def test_lora_on_an_int8_model_trains_only_lora_weights():
+    # QLoRA-style: int8 kernels stay frozen, the float32 A/B matrices train
+    from test_precision import quantize_int8
+
+    obj = build("bert")
+    obj.model.set_weights(random_weights(obj.model))
+    quantize_int8(obj.model)
+    before = {w.path: ops.convert_to_numpy(w) for w in obj.model.weights}
+    _tune(obj, rank=2)
+    enabled = lora_layers(obj)
+    assert len(enabled) == 8 and all(d.quantization_mode == "int8" for d in enabled.values())
+    lora_paths = {f"{p}/lora_kernel_{m}" for p in enabled for m in "ab"}
+    assert {w.path for w in obj.model.trainable_weights} == lora_paths
+    for w in obj.model.weights:
+        if w.path not in lora_paths:
+            np.testing.assert_array_equal(ops.convert_to_numpy(w), before[w.path],
+                                          err_msg=w.path)
+    assert all(np.any(ops.convert_to_numpy(d.lora_kernel_b)) for d in enabled.values())
