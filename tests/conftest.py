@@ -92,6 +92,33 @@ def write_tiny_model_dir(path, texts=(), model="bert", checkpoint="h5", extra_to
     return path
 
 
+def write_tf1_checkpoint(prefix, arrays, slots=("adam_m", "adam_v"), global_step=1000, seed=0):
+    """Save ``arrays`` (name -> array) with TensorFlow's v1 ``Saver`` in graph mode.
+
+    As Google's pretraining scripts left their checkpoints: each variable comes with its
+    optimizer ``slots`` (``name/adam_m``, ... holding random values, which a loader must
+    skip) and a ``global_step``. Returns ``prefix``.
+    """
+    import tensorflow as tf
+
+    rng = np.random.RandomState(seed)
+    graph = tf.compat.v1.Graph()
+    with graph.as_default():
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            tf.compat.v1.Variable(array, name=name)
+            for slot in slots:
+                tf.compat.v1.Variable(rng.rand(*array.shape).astype(array.dtype),
+                                      name=f"{name}/{slot}")
+        if global_step is not None:
+            tf.compat.v1.Variable(np.int64(global_step), name="global_step")
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, prefix, write_meta_graph=False)
+    return prefix
+
+
 def keras_to_numpy(variable):
     import keras
 

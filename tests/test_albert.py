@@ -14,9 +14,8 @@ import torch
 import transformers
 
 import keras
-import tensorflow as tf
 
-from conftest import uncached_greedy
+from conftest import uncached_greedy, write_tf1_checkpoint
 from bert4keras3.checkpoints import CheckpointError
 from bert4keras3.models import build_transformer_model
 
@@ -78,23 +77,6 @@ def google_arrays(model):
     return out
 
 
-def write_google_checkpoint(prefix, arrays):
-    """Save ``arrays`` with a real TF1 Saver, with Adam slots and ``global_step``."""
-    rng = np.random.RandomState(0)
-    graph = tf.compat.v1.Graph()
-    with graph.as_default():
-        for name, array in arrays.items():
-            tf.compat.v1.Variable(np.ascontiguousarray(array), name=name)
-            tf.compat.v1.Variable(rng.randn(*array.shape).astype("float32"), name=name + "/adam_m")
-            tf.compat.v1.Variable(rng.rand(*array.shape).astype("float32"), name=name + "/adam_v")
-        tf.compat.v1.Variable(np.int64(1000), name="global_step")
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix, write_meta_graph=False)
-    return prefix
-
-
 def make_albert(root, layers, groups, act, seed):
     """An ``AlbertForPreTraining`` saved by ``save_pretrained`` and as a Google checkpoint."""
     torch.manual_seed(seed)
@@ -117,7 +99,7 @@ def make_albert(root, layers, groups, act, seed):
               "num_memory_blocks": 0, "inner_group_num": 1, "down_scale_factor": 1,
               "type_vocab_size": 2, "vocab_size": VOCAB}
     (root / "albert_config.json").write_text(json.dumps(google))
-    write_google_checkpoint(str(root / "model.ckpt-best"), google_arrays(model))
+    write_tf1_checkpoint(str(root / "model.ckpt-best"), google_arrays(model))
     with torch.no_grad():
         ref = model(input_ids=torch.tensor(TOKENS), token_type_ids=torch.tensor(SEGMENTS),
                     attention_mask=torch.tensor(MASK.astype("int64")), output_hidden_states=True)
@@ -238,7 +220,7 @@ def test_missing_and_misshapen_variables_are_named(shared, tmp_path):
     del arrays[gone]
     bad = "bert/encoder/transformer/group_0/inner_group_0/LayerNorm_1/gamma"
     arrays[bad] = np.ones(HIDDEN + 1, "float32")
-    ckpt = write_google_checkpoint(str(tmp_path / "broken.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "broken.ckpt"), arrays)
     with pytest.raises(CheckpointError) as info:
         build_transformer_model(config, ckpt, model="albert")
     message = str(info.value)
@@ -246,7 +228,7 @@ def test_missing_and_misshapen_variables_are_named(shared, tmp_path):
     assert repr(bad) in message and f"({HIDDEN + 1},)" in message and f"({HIDDEN},)" in message
     arrays = google_arrays(shared["model"])
     arrays["bert/encoder/transformer/group_0/inner_group_0/extra/kernel"] = np.ones(3, "float32")
-    ckpt = write_google_checkpoint(str(tmp_path / "extra.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "extra.ckpt"), arrays)
     with pytest.warns(UserWarning, match="inner_group_0/extra/kernel") as record:
         build_transformer_model(config, ckpt, model="albert", with_pool=True, with_mlm=True,
                                 with_nsp=True)

@@ -25,6 +25,7 @@ import torch
 import transformers
 import tensorflow as tf
 
+from conftest import write_tf1_checkpoint
 from bert4keras3.checkpoints import CheckpointError  # noqa: E402
 from bert4keras3.models import build_transformer_model  # noqa: E402
 
@@ -121,26 +122,6 @@ def hf_to_google(state, prefix):
     return out
 
 
-def write_google_checkpoint(prefix_path, arrays, slots=True, seed=0):
-    """Save ``arrays`` with a real TF1 Saver, plus Adam slots and ``global_step``."""
-    rng = np.random.RandomState(seed)
-    graph = tf.compat.v1.Graph()
-    with graph.as_default():
-        for name, array in arrays.items():
-            tf.compat.v1.Variable(array, name=name)
-            if slots:
-                tf.compat.v1.Variable(rng.randn(*array.shape).astype("float32"),
-                                      name=name + "/adam_m")
-                tf.compat.v1.Variable(rng.rand(*array.shape).astype("float32"),
-                                      name=name + "/adam_v")
-        tf.compat.v1.Variable(np.int64(1000), name="global_step")
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix_path, write_meta_graph=False)
-    return prefix_path
-
-
 def bert_style_config(path, cfg, **extra):
     """A bert4keras / Google ``bert_config.json`` for a transformers config."""
     data = {
@@ -194,7 +175,7 @@ def bert(tmp_path_factory):
 
     google = hf_to_google(hf.state_dict(), "bert.")
     os.makedirs(root / "google")
-    write_google_checkpoint(str(root / "google" / "bert_model.ckpt"), google)
+    write_tf1_checkpoint(str(root / "google" / "bert_model.ckpt"), google)
     config = bert_style_config(root / "google" / "bert_config.json", cfg)
 
     tokens, segments = batch()
@@ -222,8 +203,8 @@ def _roformer(root, embedding_size, seed):
     hf = randomize(transformers.RoFormerModel(cfg), seed=seed)
     hf.save_pretrained(root / "hf")
     os.makedirs(root / "google")
-    write_google_checkpoint(str(root / "google" / "bert_model.ckpt"),
-                            hf_to_google(hf.state_dict(), ""))
+    write_tf1_checkpoint(str(root / "google" / "bert_model.ckpt"),
+                         hf_to_google(hf.state_dict(), ""))
     extra = {} if embedding_size == HIDDEN else {"embedding_size": embedding_size}
     config = bert_style_config(root / "google" / "bert_config.json", cfg, **extra)
     tokens, segments = batch(seed=seed)
@@ -311,7 +292,7 @@ def test_roformer_google_roformer_prefix(roformer, tmp_path):
     for name, _ in tf.train.list_variables(roformer["ckpt"]):
         if name.startswith("bert/") and "/adam_" not in name:
             arrays["roformer/" + name[len("bert/"):]] = reader.get_tensor(name)
-    ckpt = write_google_checkpoint(str(tmp_path / "model.ckpt-100"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "model.ckpt-100"), arrays)
     model, messages = load(roformer["config"], ckpt, model="roformer")
     assert not unused_warnings(messages)
     out = run_keras(model, roformer["tokens"], roformer["segments"])
@@ -347,7 +328,7 @@ def test_hf_file_variants(bert, variant):
 def test_missing_variable_is_named(bert, tmp_path):
     gone = "bert/encoder/layer_1/attention/self/key/kernel"
     arrays = {k: v for k, v in bert["google"].items() if k != gone}
-    ckpt = write_google_checkpoint(str(tmp_path / "bert_model.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "bert_model.ckpt"), arrays)
     with pytest.raises(CheckpointError, match=re.escape(repr(gone))) as info:
         build_transformer_model(bert["config"], ckpt, model="bert")
     assert "(32, 32)" in str(info.value)  # the expected shape is given
@@ -531,7 +512,7 @@ def roformer_v2(tmp_path_factory):
 def test_roformer_v2_against_numpy(roformer_v2, prefix):
     folder = roformer_v2["root"] / prefix.strip("/")
     os.makedirs(folder, exist_ok=True)
-    ckpt = write_google_checkpoint(
+    ckpt = write_tf1_checkpoint(
         str(folder / "bert_model.ckpt"),
         {prefix + k: v for k, v in roformer_v2["weights"].items()},
     )

@@ -16,9 +16,8 @@ import torch
 import transformers
 
 import keras
-import tensorflow as tf
 
-from conftest import uncached_greedy
+from conftest import uncached_greedy, write_tf1_checkpoint
 from bert4keras3.checkpoints import CheckpointError
 from bert4keras3.models import build_transformer_model
 
@@ -54,23 +53,6 @@ def google_arrays(model, scope):
             name, array = name[: -len("/weight")] + "/kernel", array.T
         out[name] = array
     return out
-
-
-def write_google_checkpoint(prefix, arrays):
-    """Save ``arrays`` with a real TF1 Saver, with Adam slots and ``global_step``."""
-    rng = np.random.RandomState(0)
-    graph = tf.compat.v1.Graph()
-    with graph.as_default():
-        for name, array in arrays.items():
-            tf.compat.v1.Variable(np.ascontiguousarray(array), name=name)
-            tf.compat.v1.Variable(rng.randn(*array.shape).astype("float32"), name=name + "/adam_m")
-            tf.compat.v1.Variable(rng.rand(*array.shape).astype("float32"), name=name + "/adam_v")
-        tf.compat.v1.Variable(np.int64(1000), name="global_step")
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix, write_meta_graph=False)
-    return prefix
 
 
 def _perturb(model):
@@ -111,7 +93,7 @@ def electra(tmp_path_factory):
         if name in arrays:
             np.testing.assert_array_equal(arrays[name], array)  # the shared tables
     arrays.update(generator)
-    ckpt = write_google_checkpoint(str(root / "model.ckpt-1000"), arrays)
+    ckpt = write_tf1_checkpoint(str(root / "model.ckpt-1000"), arrays)
     configs = {}
     for part, sizes in (("disc", DISC), ("gen", GEN)):
         config = {"vocab_size": VOCAB, "embedding_size": EMB, "num_hidden_layers": 2,
@@ -206,7 +188,7 @@ def test_missing_and_misshapen_variables_are_named(electra, tmp_path):
     del arrays[gone]
     bad = "discriminator_predictions/dense_1/bias"
     arrays[bad] = np.zeros(2, "float32")
-    ckpt = write_google_checkpoint(str(tmp_path / "broken.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "broken.ckpt"), arrays)
     with pytest.raises(CheckpointError) as info:
         build_transformer_model(config, ckpt, model="electra", with_discriminator=True)
     message = str(info.value)
@@ -214,7 +196,7 @@ def test_missing_and_misshapen_variables_are_named(electra, tmp_path):
     assert repr(bad) in message and "(2,)" in message and "(1,)" in message
     arrays = dict(electra["arrays"], **{"electra/encoder/layer_9/output/dense/bias":
                                         np.zeros(3, "float32")})
-    ckpt = write_google_checkpoint(str(tmp_path / "extra.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "extra.ckpt"), arrays)
     with pytest.warns(UserWarning, match="layer_9/output/dense/bias") as record:
         build_transformer_model(config, ckpt, model="electra", with_discriminator=True)
     assert not any("adam_" in str(w.message) for w in record)

@@ -15,7 +15,6 @@ GAU-alpha checkpoints are written with ``tf.compat.v1`` under the released varia
 """
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ import pytest
 import keras
 from keras import ops
 
+from conftest import write_tf1_checkpoint
 from bert4keras3.checkpoints import CheckpointError
 from bert4keras3.layers.gau import GatedAttentionUnit, ScaleOffset
 from bert4keras3.models import build_transformer_model
@@ -294,22 +294,6 @@ def gau_alpha_arrays(cfg, seed=0):
         arrays[p + "q_scaleoffset/gamma"] = 1.0 + 0.3 * rng.randn(s)
         arrays[p + "k_scaleoffset/gamma"] = 1.0 + 0.3 * rng.randn(s)
     return {k: v.astype("float32") for k, v in arrays.items()}
-
-
-def write_tf1_checkpoint(prefix, arrays):
-    """Save with TensorFlow's v1 Saver (graph mode), plus an Adam slot and global_step."""
-    import tensorflow as tf
-
-    graph = tf.compat.v1.Graph()
-    with graph.as_default():
-        for name, array in arrays.items():
-            tf.compat.v1.Variable(array, name=name)
-            tf.compat.v1.Variable(np.zeros_like(array), name=name + "/adam_m")
-        tf.compat.v1.Variable(np.int64(7), name="global_step")
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            tf.compat.v1.train.Saver().save(sess, prefix, write_meta_graph=False)
-    return prefix
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import tensorflow as tf
 import torch
 import transformers
 
-from conftest import uncached_greedy
+from conftest import uncached_greedy, write_tf1_checkpoint
 from bert4keras3.checkpoints import CheckpointError, Part
 from bert4keras3.models import build_transformer_model
 
@@ -75,23 +75,6 @@ def max_diff(a, b, tokens):
 def softmax(x):
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
-
-
-def write_tf_checkpoint(prefix, arrays, seed=0):
-    """A real TF1 Saver checkpoint of ``arrays`` plus Adam slots and ``global_step``."""
-    rng = np.random.RandomState(seed)
-    graph = tf.Graph()
-    with graph.as_default():
-        for name, array in arrays.items():
-            tf.compat.v1.Variable(array, name=name)
-            tf.compat.v1.Variable(rng.randn(*array.shape).astype("float32"),
-                                  name=name + "/adam_m")
-        tf.compat.v1.Variable(np.int64(7), name="global_step")
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix, write_meta_graph=False)
-    return prefix
 
 
 def read_tf_checkpoint(prefix):
@@ -158,7 +141,7 @@ def gpt2(tmp_path_factory):
         json.dump({"n_vocab": VOCAB, "n_ctx": MAXPOS, "n_embd": HIDDEN, "n_head": HEADS,
                    "n_layer": LAYERS}, f)
     arrays = openai_gpt2_names(state_arrays(model))
-    write_tf_checkpoint(str(root / "openai" / "model.ckpt"), arrays)
+    write_tf1_checkpoint(str(root / "openai" / "model.ckpt"), arrays)
     return {"root": root, "hf_model": model, "hf": str(root / "hf"), "arrays": arrays,
             "config": str(root / "hparams.json"), "ckpt": str(root / "openai" / "model.ckpt")}
 
@@ -178,7 +161,7 @@ def gpt(tmp_path_factory):
     with open(root / "config.json", "w") as f:
         json.dump(b4k_config, f)
     arrays = bert4keras_gpt_names(state_arrays(model))
-    write_tf_checkpoint(str(root / "tf" / "gpt.ckpt"), arrays)
+    write_tf1_checkpoint(str(root / "tf" / "gpt.ckpt"), arrays)
     return {"hf_model": model, "hf": str(root / "hf"), "arrays": arrays,
             "config": str(root / "config.json"), "ckpt": str(root / "tf" / "gpt.ckpt")}
 
@@ -242,7 +225,7 @@ def test_gpt2_bert4keras_converted_names(gpt2, tmp_path):
             arrays[f"{g}{name}/gamma"] = a[o + sub + "/g"]
             arrays[f"{g}{name}/beta"] = a[o + sub + "/b"]
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    ckpt = write_tf_checkpoint(str(tmp_path / "cpm" / "model.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "cpm" / "model.ckpt"), arrays)
     config = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS,
               "num_attention_heads": HEADS, "intermediate_size": 4 * HIDDEN,
               "max_position_embeddings": MAXPOS, "hidden_act": "gelu_new"}
@@ -365,7 +348,7 @@ def gpt2_ml(tmp_path_factory):
               "initializer_range": 0.014}
     with open(root / "config.json", "w") as f:
         json.dump(config, f)
-    write_tf_checkpoint(str(root / "model.ckpt-100000"), arrays)
+    write_tf1_checkpoint(str(root / "model.ckpt-100000"), arrays)
     return {"arrays": arrays, "config": str(root / "config.json"),
             "ckpt": str(root / "model.ckpt-100000")}
 
@@ -432,7 +415,7 @@ def test_misshapen_missing_and_unknown_variables(gpt2, tmp_path):
     arrays = dict(gpt2["arrays"])
     arrays["model/h0/attn/c_attn/w"] = arrays["model/h0/attn/c_attn/w"][:, :, :-3]
     del arrays["model/h1/ln_2/g"]
-    ckpt = write_tf_checkpoint(str(tmp_path / "bad.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "bad.ckpt"), arrays)
     with pytest.raises(CheckpointError) as info:
         build_transformer_model(gpt2["config"], ckpt, model="gpt2")
     message = str(info.value)
@@ -440,11 +423,11 @@ def test_misshapen_missing_and_unknown_variables(gpt2, tmp_path):
     assert "model/h1/ln_2/g" in message and "missing" in message
     arrays = dict(gpt2["arrays"])
     arrays["model/h0/attn/c_proj/w"] = arrays["model/h0/attn/c_proj/w"][:, :, :-1]
-    ckpt = write_tf_checkpoint(str(tmp_path / "bad2.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "bad2.ckpt"), arrays)
     with pytest.raises(CheckpointError, match=r"model/h0/attn/c_proj/w.*\(32, 31\).*\(32, 32\)"):
         build_transformer_model(gpt2["config"], ckpt, model="gpt2")
     arrays = dict(gpt2["arrays"], **{"model/h0/attn/extra": np.zeros(3, "float32")})
-    ckpt = write_tf_checkpoint(str(tmp_path / "extra.ckpt"), arrays)
+    ckpt = write_tf1_checkpoint(str(tmp_path / "extra.ckpt"), arrays)
     with pytest.warns(UserWarning, match="model/h0/attn/extra"):
         build_transformer_model(gpt2["config"], ckpt, model="gpt2")
 

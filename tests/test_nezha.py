@@ -19,7 +19,7 @@ import pytest
 import keras
 from keras import ops
 
-from conftest import uncached_greedy
+from conftest import uncached_greedy, write_tf1_checkpoint
 from bert4keras3.backend import Sinusoidal
 from bert4keras3.checkpoints import CheckpointError
 from bert4keras3.layers import MultiHeadAttention, RelativePositionEmbedding
@@ -177,22 +177,6 @@ def google_arrays(seed=0):
     a["cls/seq_relationship/output_weights"] = rng.randn(2, H) / math.sqrt(H)
     a["cls/seq_relationship/output_bias"] = 0.1 * rng.randn(2)
     return {k: v.astype("float32") for k, v in a.items()}
-
-
-def write_tf1_checkpoint(prefix, arrays):
-    """TensorFlow's v1 Saver in graph mode, with an Adam slot per variable and global_step."""
-    import tensorflow as tf
-
-    graph = tf.compat.v1.Graph()
-    with graph.as_default():
-        for name, array in arrays.items():
-            tf.compat.v1.Variable(array, name=name)
-            tf.compat.v1.Variable(np.zeros_like(array), name=name + "/adam_m")
-        tf.compat.v1.Variable(np.int64(100), name="global_step")
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            tf.compat.v1.train.Saver().save(sess, prefix, write_meta_graph=False)
-    return prefix
 
 
 def google_to_hf(arrays):
