@@ -573,7 +573,7 @@ PD_DEV, PD_TEST = 1000, 2000
 SENTIMENT_DEV, SENTIMENT_TEST = 2000, 2000
 CHID_DEV, CHID_TEST = 1000, 1000
 CORPUS_DEV = 2000
-MSRA_AS_CLUENER = {"PER": "name", "LOC": "address", "ORG": "organization"}
+MSRA_TYPES = ("PER", "LOC", "ORG")
 
 
 def _find(root, *parts):
@@ -642,11 +642,9 @@ def convert_msra(root, out, held_out, corpus, report):
     for split, records in splits.items():
         fname = "test.json" if split == "test" else f"{split}.json"
         lines = [cluener_record(t, s) for t, s in records]
-        alias = [cluener_record(t, s, MSRA_AS_CLUENER) for t, s in records]
         if split == "test":
-            lines, alias = _with_ids(lines, 0), _with_ids(alias, 0)
+            lines = _with_ids(lines, 0)
         _write_jsonl(os.path.join(out, "msra_ner", fname), lines)
-        _write_jsonl(os.path.join(out, "msra_ner_cluener", fname), alias)
         bio = []
         for text, spans in records:
             bio += [f"{c} {t}" for c, t in zip(text, spans_to_bio(len(text), spans))] + [""]
@@ -655,6 +653,8 @@ def convert_msra(root, out, held_out, corpus, report):
         if split != "train":
             for text, _ in records:
                 held_out.add(text)
+    # the NER runner (examples/clue/run.py cluener) takes its entity types from labels.json
+    _write_jsonl(os.path.join(out, "msra_ner", "labels.json"), [{"label": t} for t in MSRA_TYPES])
     corpus["msra_ner"] = [t for t, _ in splits["train"]]
     report["msra_ner"] = {
         "sentences": {s: len(r) for s, r in splits.items()},

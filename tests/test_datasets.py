@@ -304,23 +304,24 @@ def test_convert_all_writes_disjoint_splits_the_clue_readers_accept(tmp_path, mo
     out = str(tmp_path / "data")
     report = zd.convert_all(str(tmp_path / "pkgs"), out, log=lambda m: None)
 
-    # MSRA: CLUENER files the cluener reader accepts (type names mapped), BIO files too
+    # MSRA: CLUENER files the cluener reader accepts (types from labels.json), BIO files too
     ner = clue_tasks.TASKS["cluener"]()
-    data = {s: ner.load(os.path.join(out, "msra_ner_cluener"), s) for s in ("train", "dev")}
+    data = {s: ner.load(os.path.join(out, "msra_ner"), s) for s in ("train", "dev")}
+    assert ner.types == ("PER", "LOC", "ORG")
     texts = {s: {e["text"] for e in v} for s, v in data.items()}
     test_texts = {"".join(c) for c, _ in test}
     assert not texts["train"] & texts["dev"] and not texts["train"] & test_texts
     assert not texts["dev"] & test_texts
     assert len(texts["dev"]) == 15
     assert report["msra_ner"]["train_sentences_equal_to_a_test_sentence_dropped"] == 1
-    gold = {"".join(c): {(zd.MSRA_AS_CLUENER[k], s, e) for k, s, e in spans}
+    gold = {"".join(c): {(k, s, e) for k, s, e in spans}
             for c, spans in train}
     for e in data["train"] + data["dev"]:
         assert e["spans"] == gold[e["text"]]
     native = [json.loads(x) for x in read_lines(os.path.join(out, "msra_ner", "test.json"))]
     assert [r["id"] for r in native] == list(range(len(test)))
     assert [zd.cluener_spans(r) for r in native] == [set(s) for _, s in test]
-    assert len(ner.load(os.path.join(out, "msra_ner_cluener"), "test")) == len(test)
+    assert len(ner.load(os.path.join(out, "msra_ner"), "test")) == len(test)
     bio = read_lines(os.path.join(out, "msra_ner", "bio", "example.test"))
     assert bio[:len(test[0][0])] == [f"{c} {t}" for c, t in zip(
         test[0][0], zd.spans_to_bio(len(test[0][0]), test[0][1]))]

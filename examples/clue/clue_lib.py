@@ -385,6 +385,20 @@ def _initializer():
     return keras.initializers.TruncatedNormal(stddev=0.02)
 
 
+def read_label_file(data_dir, name):
+    """The ``label`` values of ``data_dir/name`` (CLUE's ``labels.json`` lines), or None
+    when ``name`` is None or the file is absent."""
+    path = os.path.join(data_dir, name) if name else None
+    if path is None or not os.path.exists(path):
+        return None
+    labels = [str(require(record, where, "label")) for where, record in json_records(path)]
+    if not labels:
+        raise DataError(f"{path}: no labels found")
+    if len(set(labels)) != len(labels):
+        raise DataError(f"{path}: repeated labels in {labels}")
+    return tuple(labels)
+
+
 class ClassificationTask(Task):
     """One text or a text pair -> ``[CLS]`` of the last layer -> Dense softmax.
 
@@ -408,13 +422,9 @@ class ClassificationTask(Task):
         return (values[0], values[1] if len(values) > 1 else None)
 
     def read_labels(self, data_dir):
-        if self.label_file and os.path.exists(os.path.join(data_dir, self.label_file)):
-            path = os.path.join(data_dir, self.label_file)
-            labels = [str(require(record, where, "label"))
-                      for where, record in json_records(path)]
-            if not labels:
-                raise DataError(f"{path}: no labels found")
-            self.labels = tuple(labels)
+        labels = read_label_file(data_dir, self.label_file)
+        if labels is not None:
+            self.labels = labels
 
     def load(self, data_dir, split, limit=None):
         self.read_labels(data_dir)
@@ -468,15 +478,20 @@ class ClassificationTask(Task):
 class NERTask(Task):
     """Entity recognition (CLUENER): records ``{"text", "label": {type: {entity: [[s, e]]}}}``
     with inclusive character offsets. ``head``: ``global_pointer`` (default, bojone's),
-    ``efficient_global_pointer`` or ``crf`` (BIO tags + Viterbi)."""
+    ``efficient_global_pointer`` or ``crf`` (BIO tags + Viterbi). A ``labels.json`` in the
+    data directory (``{"label": type}`` lines) replaces ``types`` (e.g. MSRA's PER/LOC/ORG)."""
 
     metric = "f1"
     types = ()
+    label_file = "labels.json"
     head = "global_pointer"
     head_size = 64
     crf_lr_multiplier = 1000
 
     def load(self, data_dir, split, limit=None):
+        types = read_label_file(data_dir, self.label_file)
+        if types is not None:
+            self.types = types
         path = self.path(data_dir, split)
         examples = []
         for where, record in json_records(path):
