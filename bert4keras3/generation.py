@@ -460,17 +460,23 @@ class GreedySampler(Sampler):
     def update(self, state, logits, t, allowed, u, params):
         cfg = self.cfg
         logits = ops.cast(logits, "float32")
-        logp = _log_softmax(logits)
         x = logits
         if cfg.penalty:
             x = _repetition_penalty(x, state["seq"], t, params, cfg)
         x = _constrain(x, t, allowed, params, cfg)
-        dead = ops.logical_not(ops.any(x > NEG_INF, axis=-1))
         tokens = self.pick(x, u, params)
-        active = ops.logical_not(ops.logical_or(state["done"], dead))
+        if allowed is not None or cfg.ends:
+            # a row whose every token is forbidden ends here
+            dead = ops.logical_not(ops.any(x > NEG_INF, axis=-1))
+            active = ops.logical_not(ops.logical_or(state["done"], dead))
+        else:
+            dead = state["done"]
+            active = ops.logical_not(dead)
         written = ops.where(active, tokens, 0)
         seq = ops.slice_update(state["seq"], [ops.zeros_like(t), t], written[:, None])
-        chosen = ops.take_along_axis(logp, tokens[:, None], axis=1)[:, 0]
+        # log-probability of the chosen token without materialising the log-softmax
+        chosen = (ops.take_along_axis(logits, tokens[:, None], axis=1)[:, 0]
+                  - ops.logsumexp(logits, axis=-1))
         is_end = ops.logical_and(active, _is_end(tokens, params, cfg))
         ends = state["ends"] + ops.cast(is_end, "int32")
         stop = ops.logical_or(ops.logical_and(is_end, ends >= params["min_ends"]),
