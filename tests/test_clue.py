@@ -298,19 +298,30 @@ LEARN = ("--epochs", 10, "--batch-size", 32, "--optimizer", "adamw", "--learning
          "--max-steps", 240, "--grad-accum", 1)
 
 
-def _learn(task, tmp_path, tiny_model_dir, sizes=(256, 64, 16), maxlen=32, **generator):
+def _learn(task, tmp_path, tiny_model_dir, sizes=(256, 64, 16), maxlen=32, score_test=False,
+           **generator):
     data_dir = samples.generate(task, str(tmp_path / "data"), sizes, seed=7, **generator)
     model_dir = tiny_model_dir(vocab_texts(data_dir))
-    record = run(task, data_dir, model_dir, tmp_path / "out", "--maxlen", maxlen, *LEARN)
+    extra = ()
+    if score_test:  # a labelled test file: the dev records with ids
+        dev = json_lines(os.path.join(data_dir, "dev.json"))
+        with open(os.path.join(data_dir, "test.json"), "w", encoding="utf-8") as f:
+            for i, r in enumerate(dev):
+                f.write(json.dumps(dict(r, id=i), ensure_ascii=False) + "\n")
+        extra = ("--score-test",)
+    record = run(task, data_dir, model_dir, tmp_path / "out", "--maxlen", maxlen, *LEARN, *extra)
     check_predictions(task, data_dir, tmp_path / "out" / f"{task}_predict.json")
     return data_dir, record
 
 
 def test_learns_keyword_classification(tmp_path, tiny_model_dir):
     # four TNEWS classes, each decided by its keyword inside random filler
-    _, record = _learn("tnews", tmp_path, tiny_model_dir, classes=samples.TNEWS_CLASSES[:4])
+    _, record = _learn("tnews", tmp_path, tiny_model_dir, classes=samples.TNEWS_CLASSES[:4],
+                       score_test=True)
     assert record["examples"] == 64
     assert record["score"] >= 0.9, record
+    # --score-test: the labelled test file (here the dev records) is scored with the best weights
+    assert record["test"]["score"] == record["score"] and record["test_examples"] == 64
 
 
 def test_learns_cluener_spans(tmp_path, tiny_model_dir):

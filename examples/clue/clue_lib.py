@@ -328,7 +328,10 @@ class Task:
 
     # -- data ---------------------------------------------------------------
     def path(self, data_dir, split):
-        return find_file(data_dir, self.files[split], self.name)
+        """The file of ``split``; ``"labeled_test"`` is the test file read with its labels
+        (data sets whose test file carries them, e.g. ``scripts/get_data.sh``'s)."""
+        return find_file(data_dir, self.files["test" if split == "labeled_test" else split],
+                         self.name)
 
     def load(self, data_dir, split, limit=None):
         """Examples of a split (dicts; test examples carry ``id``); at most ``limit``."""
@@ -1013,6 +1016,11 @@ def train_and_predict(task, encoder, data, args, started=None):
     predictions = task.predict(model, data["test"], batch_size, desc="predicting test")
     predict_path = os.path.join(args.output_dir, f"{task.name}_predict.json")
     task.write(predict_path, data["test"], predictions)
+    test_result = None
+    if data.get("labeled_test") is not None:  # --score-test
+        labeled = data["labeled_test"]
+        test_result = task.score(labeled, task.predict(model, labeled, batch_size,
+                                                       desc="scoring test"))
     record = {
         "task": task.name, "metric": task.metric, "score": best.best["score"],
         "examples": len(data["dev"]), "seconds": round(time.time() - started, 2),
@@ -1025,5 +1033,7 @@ def train_and_predict(task, encoder, data, args, started=None):
         "maxlen": task.maxlen, "predict_file": predict_path,
         "submission_name": task.submission_name or f"{task.name}_predict.json",
     }
+    if test_result is not None:
+        record["test"] = test_result
     write_json(os.path.join(args.output_dir, f"{task.name}_dev.json"), record)
     return record

@@ -219,7 +219,8 @@ class CHID(MultipleChoiceTask):
 
     name = "chid"
     files = {"train": ("train.json",), "dev": ("dev.json",), "test": ("test.json", "test1.1.json")}
-    answer_files = {"train": "train_answer.json", "dev": "dev_answer.json"}
+    answer_files = {"train": "train_answer.json", "dev": "dev_answer.json",
+                    "labeled_test": "test_answer.json"}
     maxlen = 64
     batch_size = 12
     epochs = 5

@@ -39,6 +39,8 @@ def parse_args(argv=None):
                         help="gradient accumulation steps (task default: 1, 2 or 4)")
     parser.add_argument("--head", choices=("global_pointer", "efficient_global_pointer", "crf"),
                         default=None, help="cluener only: the entity head")
+    parser.add_argument("--score-test", action="store_true",
+                        help="the test file carries labels: score it too (\"test\" in the record)")
     return parser.parse_args(argv)
 
 
@@ -57,6 +59,8 @@ def main(argv=None):
     model_files(args.model_dir)  # fail early, naming the files a model directory needs
     data = {split: task.load(args.data_dir, split, args.limit)
             for split in ("train", "dev", "test")}
+    if args.score_test:
+        data["labeled_test"] = task.load(args.data_dir, "labeled_test", args.limit)
     for split, examples in data.items():
         print(f"{args.task} {split}: {len(examples)} examples", flush=True)
     tokenizer = load_tokenizer(args.model_dir)
