@@ -211,12 +211,15 @@ def check_jax_result(result, full=False):
         for mesh, diff in per_mesh.items():
             assert diff <= 1e-5, (family, mesh, diff)
     assert covered == set(MESHES)
-    assert sorted(result["fit"]) == sorted(families if full else CI_FIT)
+    # --full: fit and decode on every mesh too (keys "family@mesh")
+    every = (lambda names: sorted(f"{f}@{m}" for f in names for m in MESHES)) if full \
+        else sorted
+    assert sorted(result["fit"]) == every(families if full else CI_FIT)
     for family, (ref, got) in result["fit"].items():
         assert len(ref) == 3 and ref[0] != ref[-1], family  # the steps changed the weights
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5, err_msg=family)
     decoded = [c[0] for c in family_cases() if c[4] and (full or c[0] in CI_DECODE)]
-    assert sorted(result["generate"]) == sorted(decoded)
+    assert sorted(result["generate"]) == every(decoded)
     for family, (ref, got) in result["generate"].items():
         assert got == ref, family
         assert len(ref) == 2 and all(len(row) == 4 for row in ref), family
@@ -388,10 +391,11 @@ def _worker_jax(tmp, full=False):
                     assert all(isinstance(w.value, jax.Array) for w in obj.model.weights)
                 got = np.asarray(obj.model.predict_on_batch(_inputs(obj, kind, x)))
                 result["forward"][family][name] = float(np.abs(got - expected).max())
-                if decode and name == meshes[0]:
-                    result["generate"][family] = [want, obj.generate(prompts, 4)]
-                if do_fit and name == meshes[0]:
-                    result["fit"][family] = [fit_ref, _fit_losses(obj, kind, x, y)]
+                key = f"{family}@{name}" if full else family
+                if decode:
+                    result["generate"][key] = [want, obj.generate(prompts, 4)]
+                if do_fit:
+                    result["fit"][key] = [fit_ref, _fit_losses(obj, kind, x, y)]
         print(family, "done", flush=True)
     return result
 
@@ -426,6 +430,8 @@ def _worker_tensorflow(tmp, full=False):
 if __name__ == "__main__":
     import tempfile
 
+    # python tests/test_distribution.py {jax|tensorflow} [--full]
+    # (--full: every family on every mesh, fit and decode included; minutes, not for CI)
     backend, full = sys.argv[1], "--full" in sys.argv[2:]
     with tempfile.TemporaryDirectory() as tmp:
         if backend == "jax":
@@ -433,3 +439,12 @@ if __name__ == "__main__":
         else:
             out = _worker_tensorflow(tmp, full)
     print("RESULT " + json.dumps(out), flush=True)
+    if full:
+        if backend == "jax":
+            check_jax_result(out, full=True)
+            print("max forward difference:",
+                  max(d for m in out["forward"].values() for d in m.values()))
+        print("max fit loss difference:", max(abs(a - b) for ref, got in out["fit"].values()
+                                               for a, b in zip(ref, got)))
+        print("checked:", len(out["fit"]), "fit runs,", len(out.get("generate", ())),
+              "decodes")
