@@ -16,6 +16,7 @@ Keras weight path maps to ``name`` or ``(name, transform)``, the transform being
 (transpose) or a :class:`Part` (one of several equal chunks of a fused variable, e.g.
 GPT-2's ``c_attn`` holding q, k and v; the writer concatenates the parts back).
 """
+import collections
 import json
 import os
 import re
@@ -100,25 +101,36 @@ class Part:
     def __hash__(self):
         return hash(repr(self))
 
+    def shape(self, shape):
+        """The shape :meth:`load` returns for a checkpoint variable of ``shape``;
+        ValueError when it does not split."""
+        shape = tuple(shape)
+        ndim = len(shape)
+        axes = [a % ndim if -ndim <= a < ndim else None for a in self.squeeze + (self.axis,)]
+        if None in axes:
+            raise ValueError(f"{self!r} needs a variable with more axes; found shape {shape}")
+        size = shape[axes[-1]]
+        if size % self.count:
+            raise ValueError(f"{self!r}: axis {self.axis} of shape {shape} does "
+                             f"not split into {self.count} equal parts")
+        for a in axes[:-1]:
+            if shape[a] != 1:
+                raise ValueError(f"{self!r}: axis {a} of shape {shape} is not 1")
+        out = list(shape)
+        out[axes[-1]] = size // self.count
+        return tuple(d for i, d in enumerate(out) if i not in axes[:-1])
+
     def load(self, array):
         """The chunk of the checkpoint ``array``; ValueError when it does not split."""
         array = np.asarray(array)
+        self.shape(array.shape)
         ndim = array.ndim
-        axes = [a % ndim if -ndim <= a < ndim else None for a in self.squeeze + (self.axis,)]
-        if None in axes:
-            raise ValueError(f"{self!r} needs a variable with more axes; found shape "
-                             f"{tuple(array.shape)}")
-        size = array.shape[self.axis]
-        if size % self.count:
-            raise ValueError(f"{self!r}: axis {self.axis} of shape {tuple(array.shape)} does "
-                             f"not split into {self.count} equal parts")
-        for a in axes[:-1]:
-            if array.shape[a] != 1:
-                raise ValueError(f"{self!r}: axis {a} of shape {tuple(array.shape)} is not 1")
-        step = size // self.count
+        step = array.shape[self.axis] // self.count
         out = np.take(array, np.arange(self.index * step, (self.index + 1) * step),
                       axis=self.axis)
-        return np.squeeze(out, axis=tuple(axes[:-1])) if self.squeeze else out
+        if not self.squeeze:
+            return out
+        return np.squeeze(out, axis=tuple(a % ndim for a in self.squeeze))
 
     @staticmethod
     def join(name, pieces):
@@ -142,6 +154,17 @@ class Part:
                 array = np.expand_dims(array, a)
             arrays.append(array)
         return np.concatenate(arrays, axis=first.axis)
+
+
+def transformed_shape(transform, shape):
+    """The shape :func:`apply_transform` gives a checkpoint variable of ``shape``."""
+    if transform is None:
+        return tuple(shape)
+    if transform == "T":
+        return tuple(shape)[::-1]
+    if isinstance(transform, Part):
+        return transform.shape(shape)
+    raise ValueError(f"unknown transform {transform!r}: expected None, 'T' or a Part")
 
 
 def apply_transform(transform, array):
@@ -351,20 +374,28 @@ def check_keras_weights_file(model, path):
                       f"{sorted(unused)}", stacklevel=4)
 
 
-def _vocab_rows(transformer, name, array):
-    """Cut a vocabulary matrix by ``keep_tokens`` and extend it by ``compound_tokens``.
-
-    Returns ``(array, problem)``: ``problem`` is a message when the checkpoint does not
-    have the vocabulary the config declares.
-    """
+def _vocab_shape(transformer, name, shape):
+    """``(shape, problem)`` of a vocabulary matrix of ``shape`` after :func:`_vocab_rows`;
+    ``problem`` is a message when the checkpoint does not have the vocabulary the config
+    declares."""
     keep = transformer.keep_tokens
-    compound = getattr(transformer, "compound_tokens", None)
+    compound = getattr(transformer, "compound_tokens", None) or ()
+    shape = tuple(shape)
     if keep is None and not compound:
-        return array, None
-    if array.shape[0] != transformer.full_vocab_size:
-        return array, (f"variable {name!r} has {array.shape[0]} vocabulary rows, expected "
+        return shape, None
+    if shape[0] != transformer.full_vocab_size:
+        return shape, (f"variable {name!r} has {shape[0]} vocabulary rows, expected "
                        f"{transformer.full_vocab_size} (vocab_size) before keep_tokens / "
                        "compound_tokens")
+    rows = shape[0] if keep is None else len(keep)
+    return (rows + len(compound),) + shape[1:], None
+
+
+def _vocab_rows(transformer, array):
+    """Cut a vocabulary matrix by ``keep_tokens`` and extend it by ``compound_tokens``
+    (its row count checked by :func:`_vocab_shape`)."""
+    keep = transformer.keep_tokens
+    compound = getattr(transformer, "compound_tokens", None)
     if keep is not None:
         array = array[keep]
     if compound:
@@ -372,7 +403,7 @@ def _vocab_rows(transformer, name, array):
         extra = [np.average(array[ids].astype("float64"), axis=0, weights=weights)
                  for ids, weights in compound]
         array = np.concatenate([array, np.stack(extra).astype(array.dtype)], axis=0)
-    return array, None
+    return array
 
 
 def _on_layout(variable, array):
@@ -425,9 +456,10 @@ def load_into(transformer, checkpoint_path, mapping=None):
     unprefixed = getattr(transformer, "unprefixed", lambda path: path)
     not_in_checkpoints = tuple(getattr(transformer, "NOT_IN_CHECKPOINTS", ()))
     lenient = bool(getattr(transformer, "ignore_invalid_weights", False))
-    problems, skipped, values, used = [], [], [], set()
+    problems, skipped, plan, used = [], [], [], set()
     own = getattr(transformer, "layers", None)
     own = {id(w) for layer in own.values() for w in layer.weights} if isinstance(own, dict) else None
+    # 1. validate every weight on the checkpoint's shapes only (no variable is read yet)
     for w in model.weights:
         if own is not None and id(w) not in own:
             continue  # a layer of the user's (e.g. feeding layer_norm_cond): not the checkpoint's
@@ -446,30 +478,49 @@ def load_into(transformer, checkpoint_path, mapping=None):
             continue
         used.add(name)
         try:
-            array = apply_transform(transform, reader.get(name))
+            shape = transformed_shape(transform, reader.shapes[name])
         except ValueError as e:
-            problems.append(f"variable {name!r} {reader.shapes[name]} for model weight "
+            problems.append(f"variable {name!r} {tuple(reader.shapes[name])} for model weight "
                             f"{w.path!r} (expected shape {tuple(w.shape)}): {e}")
             continue
-        if unprefixed(w.path) in vocab_weights:
-            array, problem = _vocab_rows(transformer, name, array)
+        vocab = unprefixed(w.path) in vocab_weights
+        if vocab:
+            shape, problem = _vocab_shape(transformer, name, shape)
             if problem:
                 problems.append(problem)
                 continue
-        if tuple(array.shape) != tuple(w.shape):
+        if shape != tuple(w.shape):
             part = (f" {tuple(reader.shapes[name])}, its {transform!r}"
                     if isinstance(transform, Part) else "")
             problems.append(f"shape mismatch for {name!r}{part} -> {w.path!r}: checkpoint "
-                            f"{tuple(array.shape)}, model {tuple(w.shape)}")
+                            f"{shape}, model {tuple(w.shape)}")
             continue
-        values.append((w, array))
+        plan.append((w, name, transform, vocab))
     if problems:
         raise CheckpointError(
             f"cannot load {checkpoint_path!r} into {type(transformer).__name__}:\n  "
             + "\n  ".join(problems)
         )
-    for w, array in values:
-        w.assign(_on_layout(w, array.astype(w.dtype)))
+    # 2. read and assign one variable at a time: the host holds at most one checkpoint
+    #    variable (and its converted copy) besides the model
+    #    (a fused variable split by Parts is kept until its last part is assigned)
+    parts = collections.Counter(name for _, name, t, _ in plan if isinstance(t, Part))
+    fused = {}
+    for w, name, transform, vocab in plan:
+        array = fused.pop(name) if name in fused else reader.get(name)
+        if isinstance(transform, Part):
+            parts[name] -= 1
+            if parts[name]:
+                fused[name] = array
+        value = apply_transform(transform, array)
+        if vocab:
+            value = _vocab_rows(transformer, value)
+        if tuple(value.shape) != tuple(w.shape):  # the reader disagrees with its own index
+            raise CheckpointError(f"{checkpoint_path!r}: variable {name!r} read as shape "
+                                  f"{tuple(value.shape)}, its index says "
+                                  f"{tuple(reader.shapes[name])}")
+        w.assign(_on_layout(w, value.astype(w.dtype)))
+        del array, value
     if skipped:
         warnings.warn(
             f"ignore_invalid_weights: {len(skipped)} weight(s) not in {checkpoint_path!r} "

@@ -12,6 +12,7 @@ Tiny shapes: vocab 60, hidden 32, 2 layers, 4 heads.
 import json
 import math
 import os
+import re
 import warnings
 
 import numpy as np
@@ -506,3 +507,41 @@ def test_generate_equals_uncached_greedy(name, application):
         assert obj.generate([tokens, np.zeros_like(tokens)], steps) == expected
     else:
         assert obj.generate(PROMPTS, steps) == expected
+
+
+def test_checkpoint_is_read_one_variable_at_a_time(gpt2, tmp_path, monkeypatch):
+    """load_into validates on the index's shapes, then reads and assigns variable by
+    variable (the host holds the current variable, plus a fused ``c_attn`` until its last
+    Part is assigned); each variable is read once; a checkpoint that does not fit reads
+    nothing."""
+    from bert4keras3 import checkpoints
+
+    log = []
+    get, on_layout = checkpoints.GoogleReader.get, checkpoints._on_layout
+
+    def logged_get(self, name):
+        log.append(("get", name))
+        return get(self, name)
+
+    def logged_assign(variable, array):
+        log.append(("assign", variable.path))
+        return on_layout(variable, array)
+
+    monkeypatch.setattr(checkpoints.GoogleReader, "get", logged_get)
+    monkeypatch.setattr(checkpoints, "_on_layout", logged_assign)
+    lm = build_transformer_model(gpt2["config"], gpt2["ckpt"], model="gpt2")
+    reads = [name for kind, name in log if kind == "get"]
+    assert len(reads) == len(set(reads))  # every variable read once
+    assert set(reads) == {n for n in gpt2["arrays"] if not re.search(r"adam_|global_step", n)}
+    assert sum(kind == "assign" for kind, _ in log) == len(lm.weights)
+    # reads interleave with assigns: never two reads in a row (the fused w / b stay cached)
+    kinds = "".join("g" if kind == "get" else "a" for kind, _ in log)
+    assert kinds.startswith("ga") and "gg" not in kinds
+    # a misshapen variable stops the load before anything is read or assigned
+    arrays = dict(gpt2["arrays"])
+    arrays["model/h1/mlp/c_proj/w"] = arrays["model/h1/mlp/c_proj/w"][:, :-1]
+    bad = write_tf1_checkpoint(str(tmp_path / "bad.ckpt"), arrays)
+    log.clear()
+    with pytest.raises(CheckpointError, match="model/h1/mlp/c_proj/w"):
+        build_transformer_model(gpt2["config"], bad, model="gpt2")
+    assert log == []

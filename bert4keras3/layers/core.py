@@ -607,6 +607,15 @@ class MultiHeadAttention(keras.layers.Layer):
             ``key_size == head_size``), scores get ``q_i . r_ij`` (before scaling) and
             outputs ``sum_j a_ij r_ij``. ``p_i`` / ``p_j`` are ``positions`` /
             ``key_positions`` (see below). ``None`` (default): off.
+        fused_attention: compute softmax attention with ``keras.ops.dot_product_attention``
+            (the backend's fused kernel: ``torch.nn.functional.scaled_dot_product_attention``
+            on PyTorch, cuDNN / flash kernels where JAX finds them) wherever the call
+            allows it: keyword call without a key/value cache, no relative embeddings, no
+            returned scores, no attention dropout while training. ``None`` (default): on
+            for PyTorch only, where it is measured faster on CPU (``python scripts/bench.py
+            attention``); on JAX and TensorFlow CPU the fused op is not faster than this
+            layer's own path. Needs ``normalization="softmax"``, ``key_size == head_size``
+            and no ``max_relative_position`` (a conflicting ``True`` raises).
 
     Two call conventions.
 
@@ -646,13 +655,28 @@ class MultiHeadAttention(keras.layers.Layer):
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
                  attention_scale=True, attention_dropout=None, return_attention_scores=False,
                  normalization="softmax", min_length=None, rotary=False, rotary_base=10000.0,
-                 max_relative_position=None, kernel_initializer="glorot_uniform", **kwargs):
+                 max_relative_position=None, kernel_initializer="glorot_uniform",
+                 fused_attention=None, **kwargs):
         super().__init__(**kwargs)
         if normalization not in ("softmax", "softmax_plus", "squared_relu"):
             raise ValueError(
                 "normalization must be 'softmax', 'softmax_plus' or 'squared_relu', "
                 f"found {normalization!r}"
             )
+        if fused_attention not in (None, True, False):
+            raise ValueError(f"fused_attention must be None, True or False, found "
+                             f"{fused_attention!r}")
+        if fused_attention:
+            conflicts = [text for bad, text in (
+                (normalization != "softmax", f"normalization={normalization!r}"),
+                ((key_size or head_size) != head_size,
+                 f"key_size={key_size} != head_size={head_size}"),
+                (max_relative_position is not None,
+                 f"max_relative_position={max_relative_position}")) if bad]
+            if conflicts:
+                raise ValueError("fused_attention=True needs softmax attention with "
+                                 "key_size == head_size and no relative embeddings; found "
+                                 + ", ".join(conflicts))
         if max_relative_position is not None:
             if isinstance(max_relative_position, bool) or int(max_relative_position) != \
                     max_relative_position or max_relative_position < 1:
@@ -678,6 +702,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.rotary = rotary
         self.rotary_base = rotary_base
         self.max_relative_position = max_relative_position
+        self.fused_attention = fused_attention
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         def dense(units, name):
             return keras.layers.Dense(
@@ -758,6 +783,8 @@ class MultiHeadAttention(keras.layers.Layer):
         ``[batch, heads, k, size]`` with ``heads_first`` (caches). ``relative``: relative
         position embeddings (see :meth:`relative_embeddings`).
         """
+        if self.uses_fused_kernel(training, heads_first, return_scores, relative):
+            return self.fused_attend(q, k, v, attention_mask, attention_bias)
         scores = self.attention_scores(q, k, heads_first, relative=relative)
         if attention_bias is not None:
             scores = scores + ops.cast(attention_bias, scores.dtype)
@@ -769,6 +796,29 @@ class MultiHeadAttention(keras.layers.Layer):
         weights = self.dropout(weights, training=training)
         out = self.attention_output(weights, v, heads_first, relative=relative)
         return (out, scores) if return_scores else out
+
+    def uses_fused_kernel(self, training=None, heads_first=False, return_scores=False,
+                          relative=None):
+        """Whether :meth:`attend` runs ``keras.ops.dot_product_attention`` for this call."""
+        wanted = self.fused_attention
+        if wanted is None:
+            wanted = keras.backend.backend() == "torch"
+        return bool(wanted and not heads_first and not return_scores and relative is None
+                    and self.normalization == "softmax" and self.key_size == self.head_size
+                    and self.max_relative_position is None
+                    and not (training and self.attention_dropout))
+
+    def fused_attend(self, q, k, v, attention_mask=None, attention_bias=None):
+        """:meth:`attend` through ``keras.ops.dot_product_attention`` (softmax only)."""
+        scale = self.key_size ** -0.5 if self.attention_scale else 1.0
+        mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
+        bias = None if attention_bias is None else ops.cast(attention_bias, q.dtype)
+        if bias is not None and mask is not None:  # the op takes one of them
+            bias = ops.where(mask, bias, ops.cast(B.large_negative(q.dtype), q.dtype))
+            mask = None
+        out = ops.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
+        out = ops.reshape(out, ops.shape(out)[:-2] + (self.heads * self.head_size,))
+        return self.o_dense(out)
 
     @property
     def uses_key_positions(self):
@@ -963,6 +1013,7 @@ class MultiHeadAttention(keras.layers.Layer):
             rotary_base=self.rotary_base,
             max_relative_position=self.max_relative_position,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            fused_attention=self.fused_attention,
         )
         return config
 

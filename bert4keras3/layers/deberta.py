@@ -234,7 +234,7 @@ class DisentangledSelfAttention(MultiHeadAttention):
     def get_config(self):
         config = super().get_config()
         for key in ("key_size", "attention_scale", "return_attention_scores", "normalization",
-                    "min_length", "rotary", "rotary_base"):
+                    "min_length", "rotary", "rotary_base", "fused_attention"):
             config.pop(key, None)
         config.update(
             relative_attention=self.relative_attention,

@@ -17,7 +17,9 @@ Layer names are stable, follow bert4keras and are the keys of every checkpoint m
 
 T5 names are listed in :mod:`bert4keras3.models.t5`.
 """
+import contextlib
 import difflib
+import functools
 import inspect
 import json
 import os
@@ -31,7 +33,8 @@ from keras import ops
 from bert4keras3 import backend as B
 from bert4keras3 import checkpoints
 from bert4keras3.generation import CachedDecoder, bucket_length
-from bert4keras3.layers import AttentionMask
+from bert4keras3.layers import (AttentionMask, FeedForward, GatedAttentionUnit,
+                                LayerNormalization, MultiHeadAttention)
 
 __all__ = ["Transformer", "build_transformer_model", "load_config", "register_model", "MODELS",
            "DecodingContext", "LMCachedDecoder", "BERT4KERAS_OPTIONS",
@@ -86,6 +89,46 @@ def _normalize_compound_tokens(compound_tokens, vocab_size):
     return items
 
 
+#: layers whose activations ``remat=True`` recomputes in the backward pass (bert4keras'
+#: ``RECOMPUTE=1`` wraps the same ones: attention, GAU, feed-forward, layer norm)
+REMAT_LAYERS = (MultiHeadAttention, GatedAttentionUnit, FeedForward, LayerNormalization)
+
+
+def remat_layer(layer):
+    """Make ``layer`` recompute its activations in the backward pass (``keras.remat``).
+
+    Only the floating-point tensors among the call's arguments go through ``keras.remat``;
+    the others (masks, ``training``, ``None``, Python numbers) are closed over, so they stay
+    static (JAX's checkpoint would turn ``training=False`` into a traced boolean). Symbolic calls (model
+    construction) run the plain call. The layer's sublayers run inside its recomputed
+    call and are not wrapped again. Not serialized: a reloaded model trains without it.
+    """
+    call = layer.call
+
+    @functools.wraps(call)
+    def rematerialized(*args, **kwargs):
+        flat = keras.tree.flatten((args, kwargs))
+        if any(isinstance(x, keras.KerasTensor) for x in flat):
+            return call(*args, **kwargs)
+        # floating tensors go through keras.remat (they carry gradients); masks, ids and
+        # Python values are closed over (TensorFlow's recompute_grad rejects bool inputs)
+        is_tensor = [(isinstance(x, np.ndarray) or ops.is_tensor(x))
+                     and "float" in keras.backend.standardize_dtype(x.dtype) for x in flat]
+
+        def recompute(*tensors):
+            it = iter(tensors)
+            values = [next(it) if t else x for x, t in zip(flat, is_tensor)]
+            a, k = keras.tree.pack_sequence_as((args, kwargs), values)
+            return call(*a, **k)
+
+        recompute.remat_layer = layer
+        return keras.remat(recompute)(*[x for x, t in zip(flat, is_tensor) if t])
+
+    rematerialized.remat_layer = layer
+    layer.call = rematerialized
+    return layer
+
+
 class Transformer:
     """Base class: builds a functional Keras model from config entries (bert4keras shape).
 
@@ -104,6 +147,13 @@ class Transformer:
     * ``ignore_invalid_weights``: checkpoint variables that are missing are skipped with
       a warning (their weights keep the initialisation) instead of raising;
     * ``layers``: a dict of layers to reuse by (prefixed) name;
+    * ``remat``: gradient checkpointing; the attention, GAU, feed-forward and norm layers
+      keep only their inputs for the backward pass and recompute the rest
+      (:func:`remat_layer`). Default: bert4keras' ``RECOMPUTE=1`` environment variable.
+      Not saved in a ``.keras`` file (a reloaded model trains without it);
+    * ``dtype``: a Keras dtype policy for every layer of the model, e.g.
+      ``"mixed_bfloat16"`` (float32 weights, bfloat16 compute) or ``"bfloat16"``; see
+      ``docs/precision.md``. Default: the global policy;
     * ``layer_norm_cond`` (a tensor), ``layer_norm_cond_hidden_size``,
       ``layer_norm_cond_hidden_act`` and ``additional_input_layers``: conditional layer
       normalisation (families with gamma/beta norms only; see ``BERT``).
@@ -160,7 +210,7 @@ class Transformer:
                  layer_norm_cond_hidden_act=None, additional_input_layers=None,
                  attention_caches=None, layer_norm_eps=1e-12, initializer_range=0.02,
                  attention_normalization="softmax", softmax_plus_min_length=None, name=None,
-                 **kwargs):
+                 remat=None, dtype=None, **kwargs):
         unknown = sorted(k for k, v in kwargs.items()
                          if k not in BERT4KERAS_OPTIONS or is_set(v))
         if unknown:
@@ -215,6 +265,14 @@ class Transformer:
         self.initializer = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.attention_normalization = attention_normalization
         self.softmax_plus_min_length = softmax_plus_min_length
+        if remat is None:  # bert4keras: RECOMPUTE=1 in the environment
+            remat = os.environ.get("RECOMPUTE", "0").strip().lower() in ("1", "true", "yes", "on")
+        if not isinstance(remat, (bool, int)):
+            raise ValueError(f"remat must be True or False, found {remat!r}")
+        self.remat = bool(remat)
+        if dtype is not None:
+            dtype = keras.dtype_policies.get(dtype)  # raises on an unknown policy name
+        self.dtype = dtype
         self.prefix = prefix or ""
         self.name = name
         self.layers = {} if layers is None else layers
@@ -284,12 +342,32 @@ class Transformer:
         name = self.prefixed(kwargs.get("name"))
         kwargs["name"] = name
         if name not in self.layers:
-            self.layers[name] = layer(**kwargs)
+            with self._dtype_scope():
+                self.layers[name] = layer(**kwargs)
+                if self.remat and isinstance(self.layers[name], REMAT_LAYERS):
+                    remat_layer(self.layers[name])
+                if inputs is not None and self.decoding is None:
+                    # the first call builds the layer: its sublayers get the same policy
+                    return self.layers[name](inputs, **(arguments or {}))
         if inputs is None:
             return self.layers[name]
         if self.decoding is not None:
             return self.decoding.call(self.layers[name], inputs, arguments or {})
         return self.layers[name](inputs, **(arguments or {}))
+
+    @contextlib.contextmanager
+    def _dtype_scope(self):
+        """The ``dtype`` option as the global policy while a layer is created and built
+        (so the Denses inside attention and feed-forward layers get it too)."""
+        if self.dtype is None:
+            yield
+            return
+        old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype)
+        try:
+            yield
+        finally:
+            keras.config.set_dtype_policy(old)
 
     def build(self, layer_norm_cond=None, layer_norm_cond_hidden_size=None,
               layer_norm_cond_hidden_act=None, additional_input_layers=None,
