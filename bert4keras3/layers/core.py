@@ -230,18 +230,20 @@ class ScaleOffset(keras.layers.Layer):
                     activation=B.get_activation(self.hidden_activation),
                     use_bias=False,
                     kernel_initializer=self.hidden_initializer,
-                    name="hidden_dense",
+                    name="hidden_dense", dtype=self.dtype_policy
                 )
                 self.hidden_dense.build(cond_shape)
                 cond_shape = cond_shape[:-1] + (self.hidden_units,)
             if _active(self.scale):
                 self.gamma_dense = keras.layers.Dense(
-                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense"
+                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense",
+                    dtype=self.dtype_policy
                 )
                 self.gamma_dense.build(cond_shape)
             if _active(self.offset):
                 self.beta_dense = keras.layers.Dense(
-                    dim, use_bias=False, kernel_initializer="zeros", name="beta_dense"
+                    dim, use_bias=False, kernel_initializer="zeros", name="beta_dense",
+                    dtype=self.dtype_policy
                 )
                 self.beta_dense.build(cond_shape)
 
@@ -706,13 +708,14 @@ class MultiHeadAttention(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         def dense(units, name):
             return keras.layers.Dense(
-                units, use_bias=use_bias, kernel_initializer=self.kernel_initializer, name=name
+                units, use_bias=use_bias, kernel_initializer=self.kernel_initializer, name=name,
+                dtype=self.dtype_policy
             )
         self.q_dense = dense(self.key_size * heads, "q_dense")
         self.k_dense = dense(self.key_size * heads, "k_dense")
         self.v_dense = dense(self.head_size * heads, "v_dense")
         self.o_dense = dense(self.out_dim, "o_dense")
-        self.dropout = keras.layers.Dropout(attention_dropout or 0.0)
+        self.dropout = keras.layers.Dropout(attention_dropout or 0.0, dtype=self.dtype_policy)
 
     def build(self, query_shape, key_shape=None, value_shape=None, *args, **kwargs):
         if _is_shape_list(query_shape):  # layer([q, k, v, ...])
@@ -1040,7 +1043,8 @@ class FeedForward(keras.layers.Layer):
         self.supports_masking = True
         self.in_denses = [
             keras.layers.Dense(units, use_bias=use_bias,
-                               kernel_initializer=self.kernel_initializer, name=f"i{k}_dense")
+                               kernel_initializer=self.kernel_initializer, name=f"i{k}_dense",
+                               dtype=self.dtype_policy)
             for k in range(len(self.activation))
         ]
 
@@ -1049,7 +1053,7 @@ class FeedForward(keras.layers.Layer):
             layer.build(input_shape)
         self.o_dense = keras.layers.Dense(
             input_shape[-1], use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer, name="o_dense",
+            kernel_initializer=self.kernel_initializer, name="o_dense", dtype=self.dtype_policy
         )
         self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
 

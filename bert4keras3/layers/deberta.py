@@ -153,7 +153,8 @@ class DisentangledSelfAttention(MultiHeadAttention):
         self.max_relative_positions = int(max_relative_positions)
         self.share_att_key = bool(share_att_key)
         self.position_dropout_rate = float(position_dropout or 0.0)
-        self.position_dropout = keras.layers.Dropout(self.position_dropout_rate)
+        self.position_dropout = keras.layers.Dropout(self.position_dropout_rate,
+                                                     dtype=self.dtype_policy)
         self.span = self.position_buckets if self.position_buckets > 0 else \
             self.max_relative_positions
         self.scale_factor = 1 + len(self.pos_att_type)
@@ -161,7 +162,8 @@ class DisentangledSelfAttention(MultiHeadAttention):
         if self.relative_attention and not self.share_att_key:
             def dense(name):
                 return keras.layers.Dense(heads * head_size, use_bias=True,
-                                          kernel_initializer=self.kernel_initializer, name=name)
+                                          kernel_initializer=self.kernel_initializer, name=name,
+                                          dtype=self.dtype_policy)
             if "c2p" in self.pos_att_type:
                 self.pos_k_dense = dense("pos_k_dense")
             if "p2c" in self.pos_att_type:
@@ -285,8 +287,9 @@ class DebertaConv(keras.layers.Layer):
         self.dropout_rate = float(dropout or 0.0)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.conv = keras.layers.Conv1D(filters, kernel_size, padding="same", groups=groups,
-                                        kernel_initializer=self.kernel_initializer, name="conv")
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
+                                        kernel_initializer=self.kernel_initializer, name="conv",
+                                        dtype=self.dtype_policy)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv.build(input_shape[0])

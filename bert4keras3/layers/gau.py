@@ -117,7 +117,8 @@ class GatedAttentionUnit(keras.layers.Layer):
 
         def dense(units, name):
             return keras.layers.Dense(units, use_bias=use_bias,
-                                      kernel_initializer=self.kernel_initializer, name=name)
+                                      kernel_initializer=self.kernel_initializer, name=name,
+                                      dtype=self.dtype_policy)
 
         if self.self_attention:
             self.i_dense = dense(2 * self.units + self.key_size, "i_dense")
@@ -127,7 +128,7 @@ class GatedAttentionUnit(keras.layers.Layer):
             self.uq_dense = dense(self.units + self.key_size, "uq_dense")
             self.k_dense = dense(self.key_size, "k_dense")
             self.v_dense = dense(self.units, "v_dense")
-        self.dropout = keras.layers.Dropout(attention_dropout or 0.0)
+        self.dropout = keras.layers.Dropout(attention_dropout or 0.0, dtype=self.dtype_policy)
 
     decoding_role = "attention"
 
@@ -151,7 +152,7 @@ class GatedAttentionUnit(keras.layers.Layer):
             self.v_dense.build(shapes[2])
         self.o_dense = keras.layers.Dense(
             hidden, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
-            name="o_dense",
+            name="o_dense", dtype=self.dtype_policy,
         )
         self.o_dense.build(tuple(shapes[0][:-1]) + (self.units,))
 

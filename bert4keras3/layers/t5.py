@@ -221,7 +221,7 @@ class T5FeedForward(FeedForward):
     def __init__(self, units, activation="relu", use_bias=False, dropout=0.0, **kwargs):
         super().__init__(units, activation=activation, use_bias=use_bias, **kwargs)
         self.dropout_rate = float(dropout or 0.0)
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def call(self, inputs, training=None):
         h = None
