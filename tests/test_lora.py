@@ -93,8 +93,11 @@ def test_lora_at_init_equals_base_model(family):
     for d in lora_layers(obj).values():  # B = 0, A random
         assert not np.any(ops.convert_to_numpy(d.lora_kernel_b))
         assert np.any(ops.convert_to_numpy(d.lora_kernel_a))
+    # equal up to float rounding: on PyTorch the fused attention kernel that
+    # scaled_dot_product_attention picks depends on which inputs require gradients, and
+    # freezing T5's relative-bias table changes that choice (2e-7 apart); elsewhere bit-exact
     for a, b in zip(_outputs(obj.model, x), base):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _tune(obj, steps=3, seed=0, **lora):
