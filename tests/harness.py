@@ -118,6 +118,8 @@ def run_layer_test(make, inputs, call_kwargs=None, tmp_path=None, train=True, mi
         half(inputs, **call_kwargs)
         half.set_weights(layer.get_weights())
         assert all(w.dtype == "float32" for w in half.weights), (name, "bf16 variables")
+        wrong = [l.name for l in half._flatten_layers() if l.dtype_policy.name != "mixed_bfloat16"]
+        assert not wrong, (name, "sublayers without the layer's dtype policy", wrong)
         out = half(inputs, **call_kwargs)
         for h, f in zip(_flat(out), _flat(eager), strict=True):
             if not _is_float(f):

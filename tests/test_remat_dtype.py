@@ -133,5 +133,5 @@ def test_dtype_option_sets_every_layer_policy(family):
 
 
 def test_unknown_dtype_is_an_error():
-    with pytest.raises(ValueError, match="float17"):
+    with pytest.raises(ValueError, match=r"dtype must be a Keras dtype policy.*'float17'"):
         build("bert", dtype="float17")

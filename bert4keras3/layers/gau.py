@@ -122,8 +122,10 @@ class GatedAttentionUnit(keras.layers.Layer):
 
         if self.self_attention:
             self.i_dense = dense(2 * self.units + self.key_size, "i_dense")
-            self.q_scaleoffset = ScaleOffset(offset=use_bias, name="q_scaleoffset")
-            self.k_scaleoffset = ScaleOffset(offset=use_bias, name="k_scaleoffset")
+            self.q_scaleoffset = ScaleOffset(offset=use_bias, name="q_scaleoffset",
+                                             dtype=self.dtype_policy)
+            self.k_scaleoffset = ScaleOffset(offset=use_bias, name="k_scaleoffset",
+                                             dtype=self.dtype_policy)
         else:
             self.uq_dense = dense(self.units + self.key_size, "uq_dense")
             self.k_dense = dense(self.key_size, "k_dense")

@@ -17,7 +17,6 @@ Layer names are stable, follow bert4keras and are the keys of every checkpoint m
 
 T5 names are listed in :mod:`bert4keras3.models.t5`.
 """
-import contextlib
 import difflib
 import functools
 import inspect
@@ -99,8 +98,8 @@ def remat_layer(layer):
 
     Only the floating-point tensors among the call's arguments go through ``keras.remat``;
     the others (masks, ``training``, ``None``, Python numbers) are closed over, so they stay
-    static (JAX's checkpoint would turn ``training=False`` into a traced boolean). Symbolic calls (model
-    construction) run the plain call. The layer's sublayers run inside its recomputed
+    static (JAX's checkpoint would turn ``training=False`` into a traced boolean). Symbolic
+    calls (model construction) run the plain call. The layer's sublayers run inside its recomputed
     call and are not wrapped again. Not serialized: a reloaded model trains without it.
     """
     call = layer.call
@@ -271,7 +270,11 @@ class Transformer:
             raise ValueError(f"remat must be True or False, found {remat!r}")
         self.remat = bool(remat)
         if dtype is not None:
-            dtype = keras.dtype_policies.get(dtype)  # raises on an unknown policy name
+            try:
+                dtype = keras.dtype_policies.get(dtype)
+            except ValueError as e:
+                raise ValueError(f"dtype must be a Keras dtype policy (e.g. 'float32', "
+                                 f"'mixed_bfloat16', 'mixed_float16'), found {dtype!r}") from e
         self.dtype = dtype
         self.prefix = prefix or ""
         self.name = name
@@ -342,32 +345,16 @@ class Transformer:
         name = self.prefixed(kwargs.get("name"))
         kwargs["name"] = name
         if name not in self.layers:
-            with self._dtype_scope():
-                self.layers[name] = layer(**kwargs)
-                if self.remat and isinstance(self.layers[name], REMAT_LAYERS):
-                    remat_layer(self.layers[name])
-                if inputs is not None and self.decoding is None:
-                    # the first call builds the layer: its sublayers get the same policy
-                    return self.layers[name](inputs, **(arguments or {}))
+            if self.dtype is not None and "dtype" not in kwargs:
+                kwargs["dtype"] = self.dtype  # the layers hand it on to their sublayers
+            self.layers[name] = layer(**kwargs)
+            if self.remat and isinstance(self.layers[name], REMAT_LAYERS):
+                remat_layer(self.layers[name])
         if inputs is None:
             return self.layers[name]
         if self.decoding is not None:
             return self.decoding.call(self.layers[name], inputs, arguments or {})
         return self.layers[name](inputs, **(arguments or {}))
-
-    @contextlib.contextmanager
-    def _dtype_scope(self):
-        """The ``dtype`` option as the global policy while a layer is created and built
-        (so the Denses inside attention and feed-forward layers get it too)."""
-        if self.dtype is None:
-            yield
-            return
-        old = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype)
-        try:
-            yield
-        finally:
-            keras.config.set_dtype_policy(old)
 
     def build(self, layer_norm_cond=None, layer_norm_cond_hidden_size=None,
               layer_norm_cond_hidden_act=None, additional_input_layers=None,
