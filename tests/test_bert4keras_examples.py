@@ -233,6 +233,30 @@ def test_theseus(monkeypatch, tmp_path, bert_dir):
     assert g["successor"].num_hidden_layers == 1 and g["predecessor"].num_hidden_layers == 2
     for name in ("predecessor", "theseus", "successor"):
         assert os.path.exists(tmp_path / f"theseus_{name}.weights.h5")
+    assert "test" not in g["result"]  # the sample's test split has no labels
+
+
+def test_theseus_scores_labelled_test(monkeypatch, tmp_path, bert_dir):
+    import json
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(DATA, "iflytek"), data)
+    shutil.copy(data / "dev.json", data / "test.json")  # a labelled test split
+    g = run_example("theseus", monkeypatch, tmp_path, bert_dir, B4K_SUCCESSOR_LAYERS=1,
+                    B4K_DATA_DIR=str(data), B4K_DIRECT=1, B4K_LIMIT=8, B4K_MAXLEN=32)
+    with open(tmp_path / "theseus_result.json") as f:
+        result = json.load(f)
+    assert result["train_examples"] == 8 and result["maxlen"] == 32
+    assert set(result["test"]) == {"predecessor", "successor", "direct"}
+    assert g["direct"].num_hidden_layers == 1
+    # the recorded accuracy is the direct model's (the last scored) accuracy on the labels
+    labels = [json.loads(line)["label"] for line in open(data / "test.json", encoding="utf-8")]
+    predicted = [int(np.argmax(g["direct_model"].predict(x, verbose=0), axis=1)[i])
+                 for x, _ in g["test_generator"] for i in range(len(x[0]))]
+    expected = np.mean([int(a) == b for a, b in zip(labels, predicted)])
+    assert result["test"]["direct"]["test_acc"] == pytest.approx(expected)
+    assert result["test"]["direct"]["seconds_per_batch"] > 0
 
 
 def test_conditional_lm(monkeypatch, tmp_path, bert_dir, capsys):

@@ -2,10 +2,16 @@
 # Model compression with BERT-of-Theseus: train a classifier on the full model
 # (predecessor), then train a model whose modules are randomly replaced, per batch, by a
 # smaller successor's (each successor layer stands for several predecessor layers), then
-# fine-tune the successor alone. Data: iflytek-like JSON lines {"sentence", "label"}.
-# Environment: B4K_MODEL_DIR, B4K_DATA_DIR, B4K_EPOCHS, B4K_OUTPUT_DIR, B4K_SUCCESSOR_LAYERS.
+# fine-tune the successor alone. Data: iflytek-like JSON lines {"sentence", "label"}; when
+# test.json carries labels, the best predecessor and successor are scored on it and timed.
+# Environment: B4K_MODEL_DIR, B4K_DATA_DIR, B4K_EPOCHS, B4K_OUTPUT_DIR, B4K_SUCCESSOR_LAYERS,
+# B4K_MODEL (family, default bert), B4K_LR (default 2e-5), B4K_LIMIT (first N training
+# examples), B4K_MAXLEN (default 128), B4K_DIRECT=1 (also fine-tune a successor-sized model
+# from the checkpoint's first layers without Theseus, the baseline it should beat).
+# Results: OUTPUT_DIR/theseus_result.json.
 import json
 import os
+import time
 
 import numpy as np
 from bert4keras3.backend import keras, K
@@ -23,10 +29,14 @@ model_dir = os.environ.get('B4K_MODEL_DIR', '/root/kg/bert/chinese_L-12_H-768_A-
 output_dir = os.environ.get('B4K_OUTPUT_DIR', '.')
 epochs = int(os.environ.get('B4K_EPOCHS', 5))
 successor_layers = int(os.environ.get('B4K_SUCCESSOR_LAYERS', 3))
+model_name = os.environ.get('B4K_MODEL', 'bert')
+learning_rate = float(os.environ.get('B4K_LR', 2e-5))
+limit = int(os.environ['B4K_LIMIT']) if os.environ.get('B4K_LIMIT') else None
+direct_baseline = os.environ.get('B4K_DIRECT', '0') == '1'
 config_path = os.path.join(model_dir, 'bert_config.json')
 checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
 dict_path = os.path.join(model_dir, 'vocab.txt')
-maxlen = 128
+maxlen = int(os.environ.get('B4K_MAXLEN', 128))
 batch_size = 32
 
 
@@ -35,13 +45,17 @@ def load_data(filename):
     with open(filename) as f:
         for i, l in enumerate(f):
             l = json.loads(l)
-            text, label = l['sentence'], l['label']
-            D.append((text, int(label)))
+            text, label = l['sentence'], l.get('label')
+            D.append((text, None if label is None else int(label)))
     return D
 
 
-train_data = load_data(os.path.join(data_dir, 'train.json'))
+train_data = load_data(os.path.join(data_dir, 'train.json'))[:limit]
 valid_data = load_data(os.path.join(data_dir, 'dev.json'))
+test_path = os.path.join(data_dir, 'test.json')
+test_data = load_data(test_path) if os.path.exists(test_path) else []
+if any(label is None for _, label in test_data):
+    test_data = []  # an unlabelled (submission) test split is not scored
 num_classes = max(d[1] for d in train_data + valid_data) + 1
 tokenizer = Tokenizer(dict_path, do_lower_case=True)
 
@@ -64,6 +78,7 @@ class data_generator(DataGenerator):
 
 train_generator = data_generator(train_data, batch_size)
 valid_generator = data_generator(valid_data, batch_size)
+test_generator = data_generator(test_data, batch_size) if test_data else None
 
 
 class BinaryRandomChoice(Layer):
@@ -111,11 +126,22 @@ def bert_of_theseus(predecessor, successor, classfier):
 def evaluate(data, model):
     total, right = 0., 0.
     for x_true, y_true in data:
-        y_pred = model.predict(x_true).argmax(axis=1)
+        y_pred = model.predict(x_true, verbose=0).argmax(axis=1)
         y_true = y_true[:, 0]
         total += len(y_true)
         right += (y_true == y_pred).sum()
     return right / total
+
+
+def score_and_time(model, weights):
+    """Test accuracy of ``model`` with ``weights`` and its predict time per batch."""
+    model.load_weights(weights)
+    batches = list(test_generator)
+    model.predict(batches[0][0], verbose=0)  # compile first
+    started = time.time()
+    accuracy = evaluate(batches, model)
+    return {'test_acc': float(accuracy), 'batches': len(batches),
+            'seconds_per_batch': (time.time() - started) / len(batches)}
 
 
 class Evaluator(keras.callbacks.Callback):
@@ -137,12 +163,14 @@ class Evaluator(keras.callbacks.Callback):
 predecessor = build_transformer_model(
     config_path=config_path,
     checkpoint_path=checkpoint_path,
+    model=model_name,
     return_keras_model=False,
     prefix='Predecessor-',
 )
 successor = build_transformer_model(
     config_path=config_path,
     checkpoint_path=checkpoint_path,
+    model=model_name,
     return_keras_model=False,
     num_hidden_layers=successor_layers,
     prefix='Successor-',
@@ -155,24 +183,25 @@ classfier = Model(x_in, x)
 
 predecessor_model = Model(predecessor.inputs, classfier(predecessor.output))
 predecessor_model.compile(
-    loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
+    loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
     metrics=['sparse_categorical_accuracy'],
 )
 predecessor_model.summary()
 successor_model = Model(successor.inputs, classfier(successor.output))
 successor_model.compile(
-    loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
+    loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
     metrics=['sparse_categorical_accuracy'],
 )
 successor_model.summary()
 theseus_model = bert_of_theseus(predecessor, successor, classfier)
 theseus_model.compile(
-    loss='sparse_categorical_crossentropy', optimizer=Adam(2e-5),
+    loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
     metrics=['sparse_categorical_accuracy'],
 )
 theseus_model.summary()
 
 if __name__ == '__main__':
+    started = time.time()
     # train the predecessor
     predecessor_evaluator = Evaluator(
         os.path.join(output_dir, 'theseus_predecessor.weights.h5')
@@ -208,3 +237,44 @@ if __name__ == '__main__':
         'theseus': theseus_evaluator,
         'successor': successor_evaluator,
     }
+    if direct_baseline:  # the same small model fine-tuned without Theseus
+        direct = build_transformer_model(
+            config_path=config_path, checkpoint_path=checkpoint_path, model=model_name,
+            return_keras_model=False, num_hidden_layers=successor_layers, prefix='Direct-',
+        )
+        direct_classifier = Dense(units=num_classes, activation='softmax')
+        direct_model = Model(direct.inputs,
+                             direct_classifier(Lambda(lambda x: x[:, 0])(direct.output)))
+        direct_model.compile(
+            loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
+            metrics=['sparse_categorical_accuracy'],
+        )
+        direct_evaluator = Evaluator(os.path.join(output_dir, 'theseus_direct.weights.h5'))
+        direct_model.fit(
+            train_generator.forfit(),
+            steps_per_epoch=len(train_generator),
+            epochs=epochs,
+            callbacks=[direct_evaluator]
+        )
+        evaluators['direct'] = direct_evaluator
+    result = {
+        'model': model_name, 'predecessor_layers': predecessor.num_hidden_layers,
+        'successor_layers': successor_layers, 'epochs': epochs,
+        'learning_rate': learning_rate, 'maxlen': maxlen,
+        'train_examples': len(train_data), 'dev_examples': len(valid_data),
+        'test_examples': len(test_data), 'train_seconds': round(time.time() - started, 1),
+        'dev_acc': {k: float(e.best_val_acc) for k, e in evaluators.items()},
+    }
+    if test_generator is not None:  # best dev weights of each, scored and timed on test
+        result['test'] = {
+            'successor': score_and_time(
+                successor_model, os.path.join(output_dir, 'theseus_successor.weights.h5')),
+            'predecessor': score_and_time(
+                predecessor_model, os.path.join(output_dir, 'theseus_predecessor.weights.h5')),
+        }
+        if direct_baseline:
+            result['test']['direct'] = score_and_time(
+                direct_model, os.path.join(output_dir, 'theseus_direct.weights.h5'))
+    with open(os.path.join(output_dir, 'theseus_result.json'), 'w') as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
