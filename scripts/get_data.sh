@@ -16,7 +16,8 @@ elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
 else PY=python3; fi
 
 STAMP="$DATA/.converted"
-WANT="$(cat "$ROOT/scripts/get_data.sh" "$ROOT/examples/zh_datasets.py" | sha256sum | cut -d' ' -f1)"
+WANT="$(cat "$ROOT/scripts/get_data.sh" "$ROOT/examples/zh_datasets.py" \
+    "$ROOT/examples/kgclue/cmekg_questions.py" | sha256sum | cut -d' ' -f1)"
 if [ -z "${FORCE:-}" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "data up to date in $DATA" >&2
   exit 0
@@ -77,5 +78,8 @@ for entry in "$BUILD"/*; do
   mv "$entry" "$DATA/$name"
 done
 rmdir "$BUILD"
+# KgCLUE-format questions on CMeKG (templates per predicate; see the module's docstring)
+PYTHONHASHSEED=0 "$PY" "$ROOT/examples/kgclue/cmekg_questions.py" --knowledge "$DATA/cmekg/Knowledge.txt" \
+    --out "$DATA/kgclue_cmekg" --train 20000 --dev 2000 --test 2000 --seed 0 >&2
 echo "$WANT" > "$STAMP"
 echo "converted into $DATA in $(( $(date +%s) - started )) s (report: $DATA/report.json)" >&2

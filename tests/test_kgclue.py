@@ -92,8 +92,8 @@ def test_constrained_decode_only_yields_knowledge_keys(tiny_model_dir):
     for beam in (1, 3):
         results = run.predict(obj, tokenizer, kb, questions, 64, 4, beam_size=beam)
         assert len(results) == len(questions)
-        for ids, (s, p, o) in results:
-            assert ids in kb.trie and ids[-1] == tokenizer._token_end_id
+        for ids, (s, p, o), in_kb in results:
+            assert in_kb and ids in kb.trie and ids[-1] == tokenizer._token_end_id
             assert (s, p, o) in _kb_triples(SAMPLE)
             assert tokenizer.decode(ids).replace(" ", "") == \
                 run.linearise(s, p).replace(" ", "").lower()
@@ -238,3 +238,132 @@ def test_missing_files_are_reported(tiny_model_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="test.json"):
         os.remove(os.path.join(data, "test.json"))
         run.main(["--data-dir", data, "--model-dir", model_dir])
+
+
+# -- questions generated from a medical KB (examples/kgclue/cmekg_questions.py) ---------
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location(
+        "cmekg_questions", os.path.join(ROOT, "examples", "kgclue", "cmekg_questions.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_generated_cmekg(path, seed=0):
+    """A tiny PyCMeKG-like KB (drugs with 分类 / 就诊科室 / 科 objects, a multi-object
+    不良反应 each) turned into KgCLUE questions by the generator."""
+    gen = _load_generator()
+    rng = random.Random(seed)
+    values = {"分类": ["抗生素", "维生素"], "就诊科室": ["内科", "儿科"], "科": ["豆科", "菊科"]}
+    names = set()
+    while len(names) < 16:
+        names.add("".join(rng.sample(NAME_CHARS, 2)) + "片")
+    triples = []
+    for s in sorted(names):
+        triples += [(s, p, rng.choice(v)) for p, v in values.items()]
+        triples += [(s, "不良反应", "恶心"), (s, "不良反应", "头痛")]
+    result = gen.generate(triples, 12, 6, 6, seed=seed, predicates=list(values))
+    gen.write(path, result)
+    return path
+
+
+def test_generated_cmekg_runner_answers_are_kb_entries(tiny_model_dir, tmp_path):
+    """Acceptance: with the trie, every dev and test answer the runner writes is a triple
+    of the KB it loaded (an untrained random model; beam search is covered on the bundled
+    sample by test_constrained_decode_only_yields_knowledge_keys)."""
+    data = write_generated_cmekg(str(tmp_path / "data"))
+    kb = _kb_triples(data)
+    model_dir = tiny_model_dir(_texts(data), model="roformer")
+    out = tmp_path / "out"
+    summary = run.main(["--data-dir", data, "--model-dir", model_dir, "--epochs", "0",
+                        "--batch-size", "4", "--output-dir", str(out)])
+    assert summary["trie"] is True and summary["kb_answers"] == 1.0
+    dev = _lines(out / "kgclue_dev_predict.json")
+    test = _lines(out / "kgclue_predict.json")
+    assert len(dev) == 6 and len(test) == 6
+    for p in dev + test:
+        assert tuple(p["answer"].split(" ||| ")) in kb, p
+    assert all(p["in_kb"] for p in dev)
+
+
+def test_no_trie_runner(tiny_model_dir, tmp_path):
+    """--no-trie: free decoding; an answer that is not a KB entry has an empty object and
+    EM on the object counts only KB answers that equal the gold object."""
+    data = write_generated_cmekg(str(tmp_path / "data"))
+    kb = _kb_triples(data)
+    model_dir = tiny_model_dir(_texts(data), model="roformer")
+    out = tmp_path / "out"
+    summary = run.main(["--data-dir", data, "--model-dir", model_dir, "--epochs", "0",
+                        "--batch-size", "4", "--no-trie", "--output-dir", str(out)])
+    assert summary["trie"] is False
+    dev = _lines(out / "kgclue_dev_predict.json")
+    in_kb = 0
+    em = 0
+    for p in dev:
+        s, pred, o = p["answer"].split(" ||| ")
+        if p["in_kb"]:
+            assert (s, pred, o) in kb
+            in_kb += 1
+            em += o == p["gold"].split(" ||| ")[2]
+        else:
+            assert o == "" and (s, pred) not in {t[:2] for t in kb}
+    assert summary["kb_answers"] == pytest.approx(in_kb / len(dev))
+    assert summary["em"] == pytest.approx(em / len(dev))
+    assert len(_lines(out / "kgclue_predict.json")) == 6
+
+
+class _FixedDecoder:
+    """Stands in for the builder object: ``generate`` returns fixed id sequences and
+    records the ``allowed`` it was given."""
+
+    def __init__(self, outputs):
+        self.outputs, self.allowed = outputs, []
+
+    def generate(self, inputs, max_new_tokens, method, beam_size, end_id, allowed):
+        self.allowed.append(allowed)
+        return [list(x) for x in self.outputs[:len(inputs[0])]]
+
+
+def test_unconstrained_answers_by_hand(tiny_model_dir, tmp_path):
+    triples = [("abc片", "分类", "抗生素"), ("abc片", "分类", "维生素"),
+               ("星河号（动画片）", "导演", "李明"), ("海州市", "人口", "100万")]
+    path = tmp_path / "Knowledge.txt"
+    path.write_text("".join("\t".join(t) + "\n" for t in triples), encoding="utf-8")
+    model_dir = tiny_model_dir(["".join(map("".join, triples)) + "|长度"],
+                               extra_tokens=["abc", "##b", "##c"], checkpoint=None)
+    tok = run.load_tokenizer(model_dir)
+    kb = run.load_knowledge(str(path), tok)
+
+    def ids(*tokens):
+        return tok.tokens_to_ids(list(tokens))
+
+    sep = ["|", "|", "|"]
+    key = ids("abc", "片", *sep, "分", "类", "[SEP]")
+    assert key == tok.encode("abc片 ||| 分类")[0][1:]
+    outputs = [
+        key,                                                       # a key: first object
+        ids("a", "##b", "##c", "片", *sep, "分", "类", "[SEP]"),   # other ids, key's text
+        ids("海", "州", *sep, "长", "度", "[SEP]"),                # not a key
+        ids("星", "河", "号", *sep, "导", "演", *sep, "动", "画", "[SEP]"),  # wrong sense
+        ids("海", "州", "市"),                                     # no separator at all
+    ]
+    fake = _FixedDecoder(outputs)
+    questions = ["问题"] * len(outputs)
+    got = run.predict(fake, tok, kb, questions, 32, len(questions), constrained=False)
+    assert fake.allowed == [None]
+    assert [(t, in_kb) for _, t, in_kb in got] == [
+        (("abc片", "分类", "抗生素"), True),
+        (("abc片", "分类", "抗生素"), True),
+        (("海州", "长度", ""), False),
+        (("星河号（动画）", "导演", ""), False),
+        (("海州市", "", ""), False),
+    ]
+    m = run.evaluate([t for _, t, _ in got], [("abc片", "分类", "抗生素")] * 2
+                     + [("海州市", "人口", "100万"), ("星河号（动画片）", "导演", "李明"),
+                        ("海州市", "人口", "100万")])
+    assert m["EM_O"] == pytest.approx(2 / 5) and m["EM_S"] == pytest.approx(3 / 5)
+
+    fake = _FixedDecoder([key])
+    got = run.predict(fake, tok, kb, ["问题"], 32, 1)  # the default: constrained
+    assert fake.allowed == [kb.trie] and got[0][1:] == (("abc片", "分类", "抗生素"), True)

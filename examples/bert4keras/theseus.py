@@ -7,7 +7,8 @@
 # Environment: B4K_MODEL_DIR, B4K_DATA_DIR, B4K_EPOCHS, B4K_OUTPUT_DIR, B4K_SUCCESSOR_LAYERS,
 # B4K_MODEL (family, default bert), B4K_LR (default 2e-5), B4K_LIMIT (first N training
 # examples), B4K_MAXLEN (default 128), B4K_DIRECT=1 (also fine-tune a successor-sized model
-# from the checkpoint's first layers without Theseus, the baseline it should beat).
+# from the checkpoint's first layers without Theseus, the baseline it should beat),
+# B4K_SEED (keras.utils.set_random_seed first).
 # Results: OUTPUT_DIR/theseus_result.json.
 import json
 import os
@@ -33,6 +34,8 @@ model_name = os.environ.get('B4K_MODEL', 'bert')
 learning_rate = float(os.environ.get('B4K_LR', 2e-5))
 limit = int(os.environ['B4K_LIMIT']) if os.environ.get('B4K_LIMIT') else None
 direct_baseline = os.environ.get('B4K_DIRECT', '0') == '1'
+if os.environ.get('B4K_SEED'):
+    keras.utils.set_random_seed(int(os.environ['B4K_SEED']))
 config_path = os.path.join(model_dir, 'bert_config.json')
 checkpoint_path = os.path.join(model_dir, 'bert_model.ckpt')
 dict_path = os.path.join(model_dir, 'vocab.txt')

@@ -11,7 +11,9 @@ Recipe (after bojone's KgCLUE-bert4keras; see README.md beside this file):
 * Decoding: ``obj.generate(..., allowed=trie, end_id=[SEP])`` where ``trie`` holds
   the token ids of every ``subject ||| predicate`` of ``Knowledge.txt``, so every
   output is a KB key; the object is then looked up in the KB (the first one
-  listed when a key has several).
+  listed when a key has several). ``--no-trie`` decodes freely instead: an output
+  whose ids (or text) are a KB key is answered from the KB, any other output gets
+  ``(S, P, "")`` read off its text, so only KB answers can score on the object.
 * Metric: KgCLUE's evaluation (normalised text; EM and LCS-based F1 of S, P, O and
   of the whole triple); ``score = 0.5 * EM_O + 0.5 * F1_O``.
 
@@ -19,8 +21,10 @@ Recipe (after bojone's KgCLUE-bert4keras; see README.md beside this file):
 """
 import math
 import os
+import re
 import sys
 import time
+import unicodedata
 
 import keras
 import numpy as np
@@ -288,9 +292,48 @@ class StopAfter(keras.callbacks.Callback):
 # Decoding and evaluation
 # ---------------------------------------------------------------------------
 
-def predict(obj, tokenizer, kb, questions, maxlen, batch_size, beam_size=1, desc=None):
-    """Trie-constrained decode of each question; returns ``(ids, (S, P, O))`` per question."""
+def plain_key(text):
+    """Text of a key as the tokenizer sees it: lower case, no accents, no whitespace."""
+    text = unicodedata.normalize("NFD", text.lower())
+    return "".join(c for c in text if unicodedata.category(c) != "Mn" and not c.isspace())
+
+
+def parse_key_text(text):
+    """Decoded ``stem ||| predicate [||| sense]`` -> ``(subject, predicate)`` as written
+    (missing parts are empty)."""
+    parts = [x.strip() for x in re.split(r"\s*\|\s*\|\s*\|\s*", text)]  # decode: "| | |"
+    stem, predicate = parts[0], (parts[1] if len(parts) > 1 else "")
+    sense = "|||".join(parts[2:])
+    return (f"{stem}（{sense}）" if sense else stem), predicate
+
+
+def unconstrained_answer(kb, tokenizer, ids, text_keys):
+    """The KB triple of freely decoded ``ids``: found when the ids are a key, or when their
+    text equals a key's text (:func:`plain_key`); otherwise ``(S, P, "")`` read off the
+    decoded text, which no exact-match metric on the object can count."""
+    triple = kb.lookup(ids)
+    if triple is not None:
+        return triple, True
+    text = tokenizer.decode(ids)
+    key = text_keys.get(plain_key(text))
+    if key is not None:
+        return kb.lookup(key), True
+    return parse_key_text(text) + ("",), False
+
+
+def predict(obj, tokenizer, kb, questions, maxlen, batch_size, beam_size=1, desc=None,
+            constrained=True):
+    """Decode each question: trie-constrained (every output is a KB key) or, with
+    ``constrained=False``, freely (see :func:`unconstrained_answer`).
+
+    Returns ``(ids, (S, P, O), in_kb)`` per question; ``in_kb``: the answer is a KB triple.
+    """
     end_id = tokenizer._token_end_id
+    text_keys = None
+    if not constrained:
+        text_keys = {}
+        for key, triples in kb.entries.items():
+            text_keys.setdefault(plain_key(linearise(*triples[0][:2])), key)
     method = "beam" if beam_size > 1 else "greedy"
     batches = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
     results = []
@@ -303,11 +346,16 @@ def predict(obj, tokenizer, kb, questions, maxlen, batch_size, beam_size=1, desc
         for r, x in enumerate(ids):
             tokens[r, :len(x)] = x
         out = obj.generate([tokens, np.zeros_like(tokens)], kb.max_length, method=method,
-                           beam_size=beam_size, end_id=end_id, allowed=kb.trie)
+                           beam_size=beam_size, end_id=end_id,
+                           allowed=kb.trie if constrained else None)
         for seq in out[:len(batch)]:
-            key = seq if tuple(seq) in kb.entries else kb.complete(seq)
-            triple = kb.lookup(key) if key is not None else None
-            results.append((list(seq), triple or ("", "", "")))
+            if constrained:
+                key = seq if tuple(seq) in kb.entries else kb.complete(seq)
+                triple = kb.lookup(key) if key is not None else None
+                results.append((list(seq), triple or ("", "", ""), triple is not None))
+            else:
+                results.append((list(seq),) + unconstrained_answer(kb, tokenizer, seq,
+                                                                   text_keys))
     return results
 
 
@@ -365,6 +413,9 @@ def parse_args(argv=None):
     p.add_argument("--kb-subjects", choices=("all", "mentioned"), default="all",
                    help="'mentioned': keep only KB triples whose subject stem occurs in a "
                         "dev/test question (a much smaller trie for the 20M-triple KB)")
+    p.add_argument("--no-trie", action="store_true",
+                   help="decode freely (no prefix tree); an output that is not a KB key "
+                        "gets no object")
     args = p.parse_args(argv)
     for name in ("batch_size", "maxlen", "beam_size"):
         if getattr(args, name) < 1:
@@ -415,21 +466,26 @@ def main(argv=None):
         print(f"trained {steps} steps; final loss {history.history['loss'][-1]:.4f}")
 
     out = args.output_dir
+    constrained = not args.no_trie
+    decode_start = time.time()
     dev_pred = predict(obj, tokenizer, kb, [r["question"] for r in dev], args.maxlen,
-                       args.batch_size, args.beam_size, desc="decoding dev")
+                       args.batch_size, args.beam_size, desc="decoding dev",
+                       constrained=constrained)
+    decode_seconds = time.time() - decode_start
     gold = [(r["subject"], r["predicate"], r["object"]) for r in dev]
-    metrics = evaluate([t for _, t in dev_pred], gold)
+    metrics = evaluate([t for _, t, _ in dev_pred], gold)
     write_json_lines(os.path.join(out, f"{TASK}_dev_predict.json"), [
         {"id": r["id"], "question": r["question"], "answer": format_answer(t),
-         "gold": format_answer(g)}
-        for r, (_, t), g in zip(dev, dev_pred, gold)
+         "gold": format_answer(g), "in_kb": in_kb}
+        for r, (_, t, in_kb), g in zip(dev, dev_pred, gold)
     ])
 
     test_pred = predict(obj, tokenizer, kb, [r["question"] for r in test], args.maxlen,
-                        args.batch_size, args.beam_size, desc="decoding test") if test else []
+                        args.batch_size, args.beam_size, desc="decoding test",
+                        constrained=constrained) if test else []
     write_json_lines(os.path.join(out, f"{TASK}_predict.json"),
                      [{"id": r["id"], "answer": format_answer(t)}
-                      for r, (_, t) in zip(test, test_pred)])
+                      for r, (_, t, _) in zip(test, test_pred)])
 
     summary = {
         "task": TASK,
@@ -447,11 +503,15 @@ def main(argv=None):
         "steps": steps,
         "knowledge_triples": kb.triples,
         "beam_size": args.beam_size,
+        "trie": constrained,
+        "kb_answers": sum(in_kb for _, _, in_kb in dev_pred) / len(dev_pred),
+        "decode_seconds": round(decode_seconds, 2),
     }
     write_json(os.path.join(out, f"{TASK}_dev.json"), summary)
     print(f"dev: EM_O {metrics['EM_O']:.4f}  F1_O {metrics['F1_O']:.4f}  "
-          f"score {metrics['EMF1']:.4f}  ({len(dev)} examples, {summary['seconds']:.1f} s)")
-    for r, (_, t), g in list(zip(dev, dev_pred, gold))[:3]:
+          f"score {metrics['EMF1']:.4f}  KB answers {summary['kb_answers']:.4f}  "
+          f"({len(dev)} examples, {summary['seconds']:.1f} s)")
+    for r, (_, t, _), g in list(zip(dev, dev_pred, gold))[:3]:
         print(f"  {r['question']}  ->  {format_answer(t)}   (gold: {format_answer(g)})")
     print(f"wrote {os.path.join(out, TASK + '_predict.json')} ({len(test)} test answers)")
     return summary
