@@ -17,7 +17,8 @@ else PY=python3; fi
 
 STAMP="$DATA/.converted"
 WANT="$(cat "$ROOT/scripts/get_data.sh" "$ROOT/examples/zh_datasets.py" \
-    "$ROOT/examples/kgclue/cmekg_questions.py" | sha256sum | cut -d' ' -f1)"
+    "$ROOT/examples/kgclue/cmekg_questions.py" "$ROOT/examples/sentence_embeddings/se_data.py" \
+    | sha256sum | cut -d' ' -f1)"
 if [ -z "${FORCE:-}" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "data up to date in $DATA" >&2
   exit 0
@@ -81,5 +82,8 @@ rmdir "$BUILD"
 # KgCLUE-format questions on CMeKG (templates per predicate; see the module's docstring)
 PYTHONHASHSEED=0 "$PY" "$ROOT/examples/kgclue/cmekg_questions.py" --knowledge "$DATA/cmekg/Knowledge.txt" \
     --out "$DATA/kgclue_cmekg" --train 20000 --dev 2000 --test 2000 --seed 0 >&2
+# sentence pairs from CMeKG's alias predicates (examples/sentence_embeddings/README.md)
+PYTHONHASHSEED=0 "$PY" "$ROOT/examples/sentence_embeddings/run.py" \
+    --build-cmekg "$DATA/cmekg/Knowledge.txt" --output-dir "$DATA/sentence_pairs_cmekg" >&2
 echo "$WANT" > "$STAMP"
 echo "converted into $DATA in $(( $(date +%s) - started )) s (report: $DATA/report.json)" >&2
