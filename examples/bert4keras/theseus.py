@@ -129,7 +129,7 @@ def bert_of_theseus(predecessor, successor, classfier):
 def evaluate(data, model):
     total, right = 0., 0.
     for x_true, y_true in data:
-        y_pred = model.predict(x_true, verbose=0).argmax(axis=1)
+        y_pred = model.predict(x_true).argmax(axis=1)
         y_true = y_true[:, 0]
         total += len(y_true)
         right += (y_true == y_pred).sum()
