@@ -85,5 +85,7 @@ PYTHONHASHSEED=0 "$PY" "$ROOT/examples/kgclue/cmekg_questions.py" --knowledge "$
 # sentence pairs from CMeKG's alias predicates (examples/sentence_embeddings/README.md)
 PYTHONHASHSEED=0 "$PY" "$ROOT/examples/sentence_embeddings/run.py" \
     --build-cmekg "$DATA/cmekg/Knowledge.txt" --output-dir "$DATA/sentence_pairs_cmekg" >&2
+PYTHONHASHSEED=0 "$PY" "$ROOT/examples/sentence_embeddings/run.py" --cmekg-lang en \
+    --build-cmekg "$DATA/cmekg/Knowledge.txt" --output-dir "$DATA/sentence_pairs_cmekg_en" >&2
 echo "$WANT" > "$STAMP"
 echo "converted into $DATA in $(( $(date +%s) - started )) s (report: $DATA/report.json)" >&2
