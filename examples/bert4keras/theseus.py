@@ -205,6 +205,7 @@ theseus_model.summary()
 
 if __name__ == '__main__':
     started = time.time()
+    os.makedirs(output_dir, exist_ok=True)
     # train the predecessor
     predecessor_evaluator = Evaluator(
         os.path.join(output_dir, 'theseus_predecessor.weights.h5')
