@@ -172,6 +172,29 @@ def read_json_lines(path, fields=(), limit=None):
     return records
 
 
+def read_triples(path):
+    """Yield ``(line_number, bytes_read, (subject, predicate, object))`` for each non-blank
+    ``subject<TAB>predicate<TAB>object`` line of a KgCLUE ``Knowledge.txt`` (fields
+    stripped); a line that is not UTF-8 or not three fields raises a DataError naming the
+    file and line."""
+    done = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            done += len(raw)
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{number}: not UTF-8 ({e.reason})") from None
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != 3:
+                raise DataError(f"{path}:{number}: expected 3 tab-separated fields "
+                                f"subject<TAB>predicate<TAB>object, found {len(fields)}: "
+                                f"{line[:80]!r}")
+            yield number, done, tuple(x.strip() for x in fields)
+
+
 def write_json(path, obj):
     """Write ``obj`` as UTF-8 JSON (non-ASCII kept), creating the directory."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

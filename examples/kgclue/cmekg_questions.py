@@ -56,6 +56,10 @@ import sys
 import unicodedata
 from collections import Counter
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common import DataError, read_triples  # noqa: E402
+
 SEPARATOR = " ||| "
 
 #: predicate -> (train templates, eval templates); ``{s}`` is the subject
@@ -167,9 +171,6 @@ SPLITS = ("test", "dev", "train")  # the order in which splits take subjects
 KB_SCOPES = ("subjects", "predicates", "all")
 
 
-class DataError(ValueError):
-    """Malformed input; the message names the file and line."""
-
 
 def templates_for(predicate):
     """``(train templates, eval templates)`` of ``predicate``, each with only ``{s}`` left."""
@@ -182,20 +183,8 @@ def read_knowledge(path):
     """``(subject, predicate, object)`` triples of a ``Knowledge.txt`` (fields stripped,
     blank lines skipped, duplicates kept once, file order)."""
     triples = {}
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{number}: not UTF-8 ({e.reason})") from None
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 3:
-                raise DataError(f"{path}:{number}: expected 3 tab-separated fields "
-                                f"subject<TAB>predicate<TAB>object, found {len(fields)}: "
-                                f"{line[:80]!r}")
-            triples.setdefault(tuple(x.strip() for x in fields), None)
+    for _, _, triple in read_triples(path):
+        triples.setdefault(triple, None)
     if not triples:
         raise DataError(f"{path}: no triples")
     return list(triples)

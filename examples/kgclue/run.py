@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     model_files,
     progress,
     read_json_lines,
+    read_triples,
     set_seed,
     write_json,
     write_json_lines,
@@ -181,29 +182,13 @@ def load_knowledge(path, tokenizer, keep=None):
     total = os.path.getsize(path)
     bar = keras.utils.Progbar(total, verbose=1 if sys.stdout.isatty() else 2, unit_name="byte")
     print(f"reading {path}", flush=True)
-    done = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            done += len(raw)
-            if number % 20000 == 0:
-                bar.update(done)
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{number}: not UTF-8 ({e.reason})") from None
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 3:
-                raise DataError(f"{path}:{number}: expected 3 tab-separated fields "
-                                f"subject<TAB>predicate<TAB>object, found {len(fields)}: "
-                                f"{line[:80]!r}")
-            s, p, o = (x.strip() for x in fields)
-            if keep is not None and not keep(split_subject(s)[0]):
-                continue
-            ids = tokenizer.encode(linearise(s, p))[0][1:]
-            kb.add(ids, (s, p, normalize_object(o)))
+    for number, done, (s, p, o) in read_triples(path):
+        if number % 20000 == 0:
+            bar.update(done)
+        if keep is not None and not keep(split_subject(s)[0]):
+            continue
+        ids = tokenizer.encode(linearise(s, p))[0][1:]
+        kb.add(ids, (s, p, normalize_object(o)))
     bar.update(total, finalize=True)
     if not len(kb):
         raise DataError(f"{path}: no knowledge triples" +
