@@ -234,6 +234,18 @@ def test_theseus(monkeypatch, tmp_path, bert_dir):
     for name in ("predecessor", "theseus", "successor"):
         assert os.path.exists(tmp_path / f"theseus_{name}.weights.h5")
     assert "test" not in g["result"]  # the sample's test split has no labels
+    # the predecessor phase trained the predecessor: its weights left the checkpoint's
+    # (Keras 3 reads the trainable flags at fit time, so freezing it early trains nothing)
+    fresh = build_transformer_model(os.path.join(bert_dir, "bert_config.json"),
+                                    os.path.join(bert_dir, "bert_model.ckpt"),
+                                    prefix="Predecessor-")
+    trained = {w.path: keras.ops.convert_to_numpy(w) for w in g["predecessor"].model.weights}
+    # (the key bias gets no gradient: softmax ignores a shift shared by a query's scores)
+    still = [w.path for w in fresh.weights
+             if np.allclose(trained[w.path], keras.ops.convert_to_numpy(w))]
+    assert len(fresh.weights) == len(trained) == 37
+    assert still == [f"Predecessor-Transformer-{i}-MultiHeadSelfAttention/k_dense/bias"
+                     for i in range(2)]
 
 
 def test_theseus_scores_labelled_test(monkeypatch, tmp_path, bert_dir):

@@ -14,11 +14,10 @@ import json
 import os
 import time
 
-import numpy as np
 from bert4keras3.backend import keras, K
 from bert4keras3.tokenizers import Tokenizer
 from bert4keras3.models import build_transformer_model
-from bert4keras3.optimizers import Adam, extend_with_piecewise_linear_lr
+from bert4keras3.optimizers import Adam
 from bert4keras3.snippets import sequence_padding, DataGenerator
 from bert4keras3.snippets import open
 from keras.layers import Input, Lambda, Dense, Layer
@@ -104,11 +103,21 @@ class BinaryRandomChoice(Layer):
         return input_shape[1]
 
 
+def set_predecessor_trainable(trainable):
+    """Freeze (or unfreeze) the predecessor and the shared classifier.
+
+    The original froze them while building the Theseus model, before any training: Keras 2
+    collected each model's trainable weights at compile time, so the predecessor (compiled
+    earlier) still trained. Keras 3 reads the flags when ``fit`` builds its train step, so the
+    flags are set between the phases here, each model being recompiled after the change.
+    """
+    for layer in predecessor.model.layers:
+        layer.trainable = trainable
+    classfier.trainable = trainable
+
+
 def bert_of_theseus(predecessor, successor, classfier):
     inputs = predecessor.inputs
-    for layer in predecessor.model.layers:  # the trained predecessor stays fixed
-        layer.trainable = False
-    classfier.trainable = False
     predecessor_outputs = predecessor.apply_embeddings(inputs)
     successor_outputs = successor.apply_embeddings(inputs)
     outputs = BinaryRandomChoice()([predecessor_outputs, successor_outputs])
@@ -184,23 +193,22 @@ x = Lambda(lambda x: x[:, 0])(x_in)
 x = Dense(units=num_classes, activation='softmax')(x)
 classfier = Model(x_in, x)
 
+
+def compile_classifier(model):
+    model.compile(
+        loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
+        metrics=['sparse_categorical_accuracy'],
+    )
+
+
 predecessor_model = Model(predecessor.inputs, classfier(predecessor.output))
-predecessor_model.compile(
-    loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
-    metrics=['sparse_categorical_accuracy'],
-)
+compile_classifier(predecessor_model)
 predecessor_model.summary()
 successor_model = Model(successor.inputs, classfier(successor.output))
-successor_model.compile(
-    loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
-    metrics=['sparse_categorical_accuracy'],
-)
+compile_classifier(successor_model)
 successor_model.summary()
 theseus_model = bert_of_theseus(predecessor, successor, classfier)
-theseus_model.compile(
-    loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
-    metrics=['sparse_categorical_accuracy'],
-)
+compile_classifier(theseus_model)
 theseus_model.summary()
 
 if __name__ == '__main__':
@@ -216,7 +224,9 @@ if __name__ == '__main__':
         epochs=epochs,
         callbacks=[predecessor_evaluator]
     )
-    # train theseus
+    # train theseus: the trained predecessor and the classifier stay fixed
+    set_predecessor_trainable(False)
+    compile_classifier(theseus_model)
     theseus_evaluator = Evaluator(os.path.join(output_dir, 'theseus_theseus.weights.h5'))
     theseus_model.fit(
         train_generator.forfit(),
@@ -225,7 +235,9 @@ if __name__ == '__main__':
         callbacks=[theseus_evaluator]
     )
     theseus_model.load_weights(os.path.join(output_dir, 'theseus_theseus.weights.h5'))
-    # fine-tune the successor alone
+    # fine-tune the successor alone, classifier included
+    classfier.trainable = True
+    compile_classifier(successor_model)
     successor_evaluator = Evaluator(
         os.path.join(output_dir, 'theseus_successor.weights.h5')
     )
@@ -249,10 +261,7 @@ if __name__ == '__main__':
         direct_classifier = Dense(units=num_classes, activation='softmax')
         direct_model = Model(direct.inputs,
                              direct_classifier(Lambda(lambda x: x[:, 0])(direct.output)))
-        direct_model.compile(
-            loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate),
-            metrics=['sparse_categorical_accuracy'],
-        )
+        compile_classifier(direct_model)
         direct_evaluator = Evaluator(os.path.join(output_dir, 'theseus_direct.weights.h5'))
         direct_model.fit(
             train_generator.forfit(),
