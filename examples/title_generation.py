@@ -242,7 +242,10 @@ class T5Task:
                     f"T5 model directory {d!r} needs a config (config.json / mt5_config.json) "
                     f"and a sentencepiece model (spiece.model); it holds {sorted(os.listdir(d))}")
             keep = _first(d, ("keep_tokens.json",))
-            keep_tokens = json.load(open(keep)) if keep else None
+            keep_tokens = None
+            if keep:
+                with open(keep, encoding="utf-8") as f:
+                    keep_tokens = json.load(f)
             self.spm_path, self.spm_seconds = spm_path, None
             self.tokenizer = SpTokenizer(spm_path, token_start=None, token_end="</s>")
             self.obj = build_transformer_model(config, checkpoint, model=version,
