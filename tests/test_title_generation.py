@@ -191,3 +191,36 @@ def test_t5_end_to_end_sentencepiece(tmp_path):
     title = pairs[0][0]
     ids = task.tokenizer.encode(title)[0]
     assert ids[-1] == 1 and task.decode(tg.strip_end(ids, 1)) == title
+
+
+def test_t5_learns_to_copy_the_title(tmp_path):
+    """A real learning check: the title is the first 3 characters of a 6-character content.
+
+    The model must learn to attend to the right source positions: a model that only learned
+    "the title's characters come from the content" (3 content characters in random order) scores
+    Rouge-2 about 0.1 on these pairs, random characters 0.01.
+    """
+    import random
+
+    alphabet = "天地玄黄宇宙洪荒日月盈昃辰宿列张"
+    rng = random.Random(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 400), ("dev", 20), ("test", 40)):
+        contents = ["".join(rng.choice(alphabet) for _ in range(6)) for _ in range(n)]
+        write_lines(str(data / f"{split}.json"),
+                    [json.dumps({"title": c[:3], "content": c}, ensure_ascii=False)
+                     for c in contents])
+    test = [json.loads(line) for line in (data / "test.json").read_text("utf-8").splitlines()]
+    bag = ["".join(rng.sample(obj["content"], 3)) for obj in test]
+    bag_score = tg.score_titles(bag, [obj["title"] for obj in test])["rouge-2"]
+    assert bag_score < 0.2
+
+    result = tg.main(["--arch", "t5", "--data-dir", str(data), "--output-dir", str(tmp_path / "out"),
+                      "--steps", "500", "--batch-size", "32", "--learning-rate", "2e-3",
+                      "--layers", "2", "--hidden", "64", "--heads", "2", "--ff", "128",
+                      "--vocab-size", "24", "--maxlen", "14", "--title-maxlen", "5",
+                      "--beam-size", "2", "--seed", "42"])
+    for method in ("greedy", "beam"):
+        assert result[method]["rouge-2"] >= 0.3, (method, result[method], bag_score)
+        assert result[method]["rouge-l"] >= 0.6, (method, result[method])
