@@ -370,7 +370,7 @@ def generate_titles(task, contents, args, method):
     first call compiles once; it runs untimed as a warm-up, then the whole set is timed.
     """
     size = args.decode_batch_size
-    kwargs = dict(method=method, end_id=task.end_id)
+    kwargs = dict(method=method, end_id=task.end_id, repetition_penalty=args.repetition_penalty)
     if method == "beam":
         kwargs["beam_size"] = args.beam_size
     chunks = [contents[i:i + size] for i in range(0, len(contents), size)]
@@ -405,6 +405,8 @@ def parse_args(argv=None):
     p.add_argument("--limit-test", type=int, default=None, help="test examples scored")
     p.add_argument("--limit-dev", type=int, default=200, help="dev examples for the dev loss")
     p.add_argument("--beam-size", type=int, default=4)
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="transformers' repetition penalty on the title's own tokens (1: none)")
     p.add_argument("--decode-batch-size", type=int, default=32)
     p.add_argument("--examples", type=int, default=5, help="predictions kept in the JSON")
     t5 = p.add_argument_group("T5 from scratch (--arch t5 without --model-dir)")
@@ -423,6 +425,8 @@ def parse_args(argv=None):
     for name in ("maxlen", "title_maxlen", "batch_size", "beam_size", "decode_batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, found {getattr(args, name)}")
+    if not args.repetition_penalty > 0:
+        p.error(f"--repetition-penalty must be > 0, found {args.repetition_penalty}")
     if args.hidden % args.heads:
         p.error(f"--hidden {args.hidden} is not a multiple of --heads {args.heads}")
     return args

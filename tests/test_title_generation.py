@@ -193,6 +193,34 @@ def test_t5_end_to_end_sentencepiece(tmp_path):
     assert ids[-1] == 1 and task.decode(tg.strip_end(ids, 1)) == title
 
 
+def test_repetition_penalty_reaches_generate_and_is_checked(capsys):
+    calls = []
+
+    class Obj:
+        def generate(self, prompts, length, **kwargs):
+            calls.append(kwargs)
+            return [[5, 5, 1]] * len(prompts)
+
+    class Task:
+        obj, end_id = Obj(), 1
+
+        def prompts(self, contents):
+            return contents
+
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    args = tg.parse_args(["--arch", "t5", "--data-dir", SAMPLE, "--repetition-penalty", "1.5",
+                          "--decode-batch-size", "2", "--beam-size", "3"])
+    titles, record = tg.generate_titles(Task(), ["a", "b", "c"], args, "beam")
+    assert titles == ["5 5"] * 3 and record["generated_tokens"] == 9
+    assert calls[-1] == {"method": "beam", "end_id": 1, "repetition_penalty": 1.5, "beam_size": 3}
+    assert tg.parse_args(["--arch", "t5", "--data-dir", SAMPLE]).repetition_penalty == 1.0
+    with pytest.raises(SystemExit):
+        tg.parse_args(["--arch", "t5", "--data-dir", SAMPLE, "--repetition-penalty", "0"])
+    assert "--repetition-penalty must be > 0, found 0.0" in capsys.readouterr().err
+
+
 def test_t5_learns_to_copy_the_title(tmp_path):
     """A real learning check: the title is the first 3 characters of a 6-character content.
 
