@@ -28,6 +28,14 @@ What it does, in one run:
    ms/step (``(T(new) - T(8)) / (new - 8)``: the cost of one more token, prefill
    excluded) and host calls per ``generate`` (1: the whole decode is one program).
 
+Floor (``--floor``, JAX worker): one greedy step at batch 1 must read every decoder weight it
+uses and the LM head once (:func:`step_weight_count`: self-attention, the cross-attention
+query/output projections, the gated FFN, norms, ``lm_head``; cross-attention keys/values are
+computed once at prefill). The worker times an XLA matrix-vector product over a matrix of
+exactly that many fp32 numbers (best of 50): no implementation of the step on this machine can
+be faster than that read. The tables give each side's ms/step next to it; when both sit near
+the floor, neither can be much faster than the other without reading fewer bytes.
+
 Rounds: this machine's memory bandwidth drifts by up to ~20 % between minutes, so one worker
 after the other can hand either side a lucky window. ``--rounds N`` runs the worker sequence
 (every backend, then keras_hub) N times, interleaved, and keeps each side's best time.
@@ -81,6 +89,48 @@ def _jobs(args):
     return [(m, b) for m in args.methods for b in args.batches]
 
 
+def step_weight_count(args):
+    """fp32 numbers one cached decoder step reads: decoder blocks (self-attention q/k/v/o,
+    cross-attention q/o, gated FFN, two-three RMS norms), the final norm and the LM head."""
+    inner = args.heads * args.d_kv
+    block = 6 * args.d_model * inner + 3 * args.d_model * args.d_ff + 3 * args.d_model
+    return args.layers * block + args.d_model + args.vocab * args.d_model
+
+
+def read_floor_ms(args, repeats=50):
+    """Best time (ms) of a jitted ``w @ x`` with ``w`` holding :func:`step_weight_count`
+    fp32 numbers and ``x`` one column: reading the step's weights once (JAX)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rows = -(-step_weight_count(args) // args.d_model)
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((rows, args.d_model), "float32"))
+    x = jnp.ones((args.d_model, 1), "float32")
+    f = jax.jit(lambda w, x: w @ x)
+    f(w, x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(w, x).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 1000 * best
+
+
+def _step_ms(run, short, new, repeats):
+    """(T(new) - T(short)) / (new - short) in ms, each T the best of ``repeats`` calls of
+    ``run(n)`` (``run(n)`` generates n tokens; both lengths are compiled first)."""
+    times = {}
+    for n in (short, new):
+        run(n)
+        times[n] = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(n)
+            times[n] = min(times[n], time.perf_counter() - t0)
+    return 1000 * (times[new] - times[short]) / max(new - short, 1)
+
+
 # ---------------------------------------------------------------------------
 # worker (one Keras backend)
 # ---------------------------------------------------------------------------
@@ -108,19 +158,16 @@ def worker(args):
             out = t5.generate(x, args.new, **kw)
             best = min(best, time.perf_counter() - t0)
         calls = (generation.host_calls() - calls) / args.repeats
-        # per-step cost from a short decode: (T(new) - T(8)) / (new - 8) tokens
-        short = min(8, args.new - 1)
-        t5.generate(x, short, **kw)
-        t_short = float("inf")
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            t5.generate(x, short, **kw)
-            t_short = min(t_short, time.perf_counter() - t0)
+        step_ms = _step_ms(lambda n: t5.generate(x, n, **kw), min(8, args.new - 1), args.new,
+                           args.repeats)
         results[f"{method}/{batch}"] = {
             "seconds": best, "compile_s": compile_s, "tokens": out, "host_calls": calls,
-            "step_ms": 1000 * (best - t_short) / max(args.new - short, 1),
+            "step_ms": step_ms,
         }
-    print(MARK + json.dumps({"backend": keras.backend.backend(), "results": results}))
+    record = {"backend": keras.backend.backend(), "results": results}
+    if args.floor and record["backend"] == "jax":
+        record["floor_ms"] = read_floor_ms(args)
+    print(MARK + json.dumps(record))
 
 
 def _gelu_tanh(x):
@@ -214,9 +261,9 @@ def keras_hub_worker(args):
     lm = keras_hub.models.T5Seq2SeqLM(backbone=backbone, preprocessor=None)
     assigned = load_hf_into_keras_hub(backbone, os.path.join(args.dir, "model.safetensors"))
 
-    def request(x):
-        start = np.zeros((len(x), args.new + 1), "int32")
-        start_mask = np.zeros((len(x), args.new + 1), bool)
+    def request(x, new=args.new):
+        start = np.zeros((len(x), new + 1), "int32")
+        start_mask = np.zeros((len(x), new + 1), bool)
         start_mask[:, 0] = True
         return {"encoder_token_ids": x, "encoder_padding_mask": x != 0,
                 "decoder_token_ids": start, "decoder_padding_mask": start_mask}
@@ -258,8 +305,10 @@ def keras_hub_worker(args):
             t0 = time.perf_counter()
             out = lm.generate(inputs, stop_token_ids=None)
             best = min(best, time.perf_counter() - t0)
+        step_ms = _step_ms(lambda n: lm.generate(request(ids[:batch], n), stop_token_ids=None),
+                           min(8, args.new - 1), args.new, args.repeats)
         results[f"{method}/{batch}"] = {"seconds": best, "compile_s": compile_s,
-                                        "tokens": new_tokens(out)}
+                                        "tokens": new_tokens(out), "step_ms": step_ms}
     print(MARK + json.dumps({"version": keras_hub.__version__, "check": check,
                              "results": results}))
 
@@ -327,7 +376,9 @@ def run_worker(args, backend, extra=(), pythonpath=None):
     cmd += ["--" + k.replace("_", "-") + "=" + (",".join(map(str, v)) if isinstance(v, list)
                                                   else str(v))
             for k, v in vars(args).items() if k not in ("worker", "dir", "quick", "keras_hub", "rounds",
-                                                          "hub_worker", "hub_path")]
+                                                          "hub_worker", "hub_path", "floor")]
+    if args.floor:
+        cmd.append("--floor")
     cmd += list(extra)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     for line in proc.stdout.splitlines():
@@ -345,6 +396,8 @@ def _best(old, new):
     for key, r in new["results"].items():
         if r["seconds"] < old["results"][key]["seconds"]:
             old["results"][key] = r
+    if "floor_ms" in new:
+        old["floor_ms"] = min(new["floor_ms"], old.get("floor_ms", float("inf")))
     return old
 
 
@@ -369,6 +422,8 @@ def parse(argv):
     p.add_argument("--hub-path", default=os.environ.get("KERAS_HUB_PATH"),
                    help="directory of a `pip install --no-deps -t DIR keras-hub`, put on the "
                         "keras_hub worker's PYTHONPATH only")
+    p.add_argument("--floor", action="store_true",
+                   help="also time reading one step's weights once (JAX; see module docstring)")
     p.add_argument("--quick", action="store_true", help="2+2 layers, 16 new tokens")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--hub-worker", action="store_true", help=argparse.SUPPRESS)
@@ -442,6 +497,12 @@ def report(args, ref, workers, hub):
         if "error" not in out:
             compile_s = {k: round(v["compile_s"], 1) for k, v in out["results"].items()}
             print(f"\n{backend}: first call per bucket (compile + run), seconds: {compile_s}")
+    floor = workers.get("jax", {}).get("floor_ms")
+    if floor is not None:
+        mb = 4 * step_weight_count(args) / 1e6
+        print(f"\nfloor: one decoder step reads {mb:.1f} MB of fp32 weights; an XLA "
+              f"matrix-vector product over that many numbers takes {floor:.2f} ms "
+              f"({mb / floor:.1f} GB/s) on this machine")
     if hub is not None:
         if "error" in hub:
             print(f"\nkeras_hub: {hub['error'].strip().splitlines()[-1]}")
@@ -456,8 +517,8 @@ def report(args, ref, workers, hub):
                   f"greedy {c['greedy_rows_same']}/{c['greedy_rows']} rows identical "
                   f"({100 * c['greedy_tokens_same']:.1f}% of tokens)\n")
             print("| method | batch | tokens/s | vs transformers | vs bert4keras3 jax | "
-                  "same tokens as transformers |")
-            print("|---|---|---|---|---|---|")
+                  "same tokens as transformers | ms/step | bert4keras3 jax ms/step |")
+            print("|---|---|---|---|---|---|---|---|")
             for method, batch in _jobs(args):
                 key = f"{method}/{batch}"
                 r = hub["results"][key]
@@ -465,9 +526,10 @@ def report(args, ref, workers, hub):
                 base = batch * args.new / ref[key]["seconds"]
                 ours = workers.get("jax", {}).get("results", {}).get(key)
                 vs = f"{tps / (batch * args.new / ours['seconds']):.2f}" if ours else "-"
+                ours_step = f"{ours['step_ms']:.2f}" if ours else "-"
                 same = sum(a == b for a, b in zip(r["tokens"], ref[key]["tokens"]))
                 print(f"| {method} | {batch} | {tps:.1f} | {tps / base:.2f} | {vs} | "
-                      f"{same}/{batch} rows |")
+                      f"{same}/{batch} rows | {r['step_ms']:.2f} | {ours_step} |")
             compile_s = {k: round(v["compile_s"], 1) for k, v in hub["results"].items()}
             print(f"\nkeras_hub: first call per bucket (compile + run), seconds: {compile_s}")
 

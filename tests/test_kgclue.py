@@ -313,6 +313,28 @@ def test_no_trie_runner(tiny_model_dir, tmp_path):
     assert len(_lines(out / "kgclue_predict.json")) == 6
 
 
+def test_also_free_matches_separate_runs(tiny_model_dir, tmp_path):
+    """--also-free decodes the same weights twice: its OUT/ equals a trie run's and its
+    OUT/free/ equals a --no-trie run's, prediction files included."""
+    data = write_generated_cmekg(str(tmp_path / "data"))
+    model_dir = tiny_model_dir(_texts(data), model="roformer")
+    common = ["--data-dir", data, "--model-dir", model_dir, "--max-steps", "3",
+              "--batch-size", "4", "--seed", "3"]
+    both = run.main(common + ["--also-free", "--output-dir", str(tmp_path / "both")])
+    trie = run.main(common + ["--output-dir", str(tmp_path / "trie")])
+    free = run.main(common + ["--no-trie", "--output-dir", str(tmp_path / "free")])
+    assert both["steps"] == trie["steps"] == free["steps"] == 3
+    for got, want in ((both, trie), (both["free"], free)):
+        for key in ("score", "metrics", "kb_answers", "trie"):
+            assert got[key] == want[key], key
+    for folder, want in (("both", "trie"), ("both/free", "free")):
+        for name in ("kgclue_dev_predict.json", "kgclue_predict.json"):
+            assert _lines(tmp_path / folder / name) == _lines(tmp_path / want / name)
+    with pytest.raises(SystemExit):
+        run.parse_args(["--data-dir", data, "--model-dir", model_dir, "--also-free",
+                        "--no-trie"])
+
+
 class _FixedDecoder:
     """Stands in for the builder object: ``generate`` returns fixed id sequences and
     records the ``allowed`` it was given."""

@@ -390,6 +390,60 @@ def format_answer(triple):
 # Main
 # ---------------------------------------------------------------------------
 
+def decode_and_report(args, obj, tokenizer, kb, dev, test, train_examples, steps, start,
+                      constrained, out):
+    """Decode dev and test (with the trie when ``constrained``), write the predictions and
+    ``OUT/kgclue_dev.json`` under ``out``, print the scores; returns the dev summary."""
+    decode_start = time.time()
+    dev_pred = predict(obj, tokenizer, kb, [r["question"] for r in dev], args.maxlen,
+                       args.batch_size, args.beam_size, desc="decoding dev",
+                       constrained=constrained)
+    decode_seconds = time.time() - decode_start
+    gold = [(r["subject"], r["predicate"], r["object"]) for r in dev]
+    metrics = evaluate([t for _, t, _ in dev_pred], gold)
+    write_json_lines(os.path.join(out, f"{TASK}_dev_predict.json"), [
+        {"id": r["id"], "question": r["question"], "answer": format_answer(t),
+         "gold": format_answer(g), "in_kb": in_kb}
+        for r, (_, t, in_kb), g in zip(dev, dev_pred, gold)
+    ])
+
+    test_pred = predict(obj, tokenizer, kb, [r["question"] for r in test], args.maxlen,
+                        args.batch_size, args.beam_size, desc="decoding test",
+                        constrained=constrained) if test else []
+    write_json_lines(os.path.join(out, f"{TASK}_predict.json"),
+                     [{"id": r["id"], "answer": format_answer(t)}
+                      for r, (_, t, _) in zip(test, test_pred)])
+
+    summary = {
+        "task": TASK,
+        "metric": "EMF1 = 0.5 * EM_O + 0.5 * F1_O (KgCLUE evaluation)",
+        "score": metrics["EMF1"],
+        "examples": len(dev),
+        "seconds": round(time.time() - start, 2),
+        "em": metrics["EM_O"],
+        "f1": metrics["F1_O"],
+        "metrics": metrics,
+        "model": args.model,
+        "model_dir": args.model_dir,
+        "backend": keras.backend.backend(),
+        "train_examples": train_examples,
+        "steps": steps,
+        "knowledge_triples": kb.triples,
+        "beam_size": args.beam_size,
+        "trie": constrained,
+        "kb_answers": sum(in_kb for _, _, in_kb in dev_pred) / len(dev_pred),
+        "decode_seconds": round(decode_seconds, 2),
+    }
+    write_json(os.path.join(out, f"{TASK}_dev.json"), summary)
+    print(f"dev: EM_O {metrics['EM_O']:.4f}  F1_O {metrics['F1_O']:.4f}  "
+          f"score {metrics['EMF1']:.4f}  KB answers {summary['kb_answers']:.4f}  "
+          f"({len(dev)} examples, {summary['seconds']:.1f} s)")
+    for r, (_, t, _), g in list(zip(dev, dev_pred, gold))[:3]:
+        print(f"  {r['question']}  ->  {format_answer(t)}   (gold: {format_answer(g)})")
+    print(f"wrote {os.path.join(out, TASK + '_predict.json')} ({len(test)} test answers)")
+    return summary
+
+
 def parse_args(argv=None):
     p = base_parser(__doc__.splitlines()[0], model="roformer", epochs=3, batch_size=32,
                     maxlen=128, learning_rate=1e-5)
@@ -401,7 +455,12 @@ def parse_args(argv=None):
     p.add_argument("--no-trie", action="store_true",
                    help="decode freely (no prefix tree); an output that is not a KB key "
                         "gets no object")
+    p.add_argument("--also-free", action="store_true",
+                   help="after the trie decode, also decode freely with the same weights; "
+                        "writes those results under OUT/free/")
     args = p.parse_args(argv)
+    if args.also_free and args.no_trie:
+        p.error("--also-free adds a free decode to the trie one; it cannot go with --no-trie")
     for name in ("batch_size", "maxlen", "beam_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -450,55 +509,12 @@ def main(argv=None):
         steps = int(ops.convert_to_numpy(model.optimizer.iterations))
         print(f"trained {steps} steps; final loss {history.history['loss'][-1]:.4f}")
 
-    out = args.output_dir
-    constrained = not args.no_trie
-    decode_start = time.time()
-    dev_pred = predict(obj, tokenizer, kb, [r["question"] for r in dev], args.maxlen,
-                       args.batch_size, args.beam_size, desc="decoding dev",
-                       constrained=constrained)
-    decode_seconds = time.time() - decode_start
-    gold = [(r["subject"], r["predicate"], r["object"]) for r in dev]
-    metrics = evaluate([t for _, t, _ in dev_pred], gold)
-    write_json_lines(os.path.join(out, f"{TASK}_dev_predict.json"), [
-        {"id": r["id"], "question": r["question"], "answer": format_answer(t),
-         "gold": format_answer(g), "in_kb": in_kb}
-        for r, (_, t, in_kb), g in zip(dev, dev_pred, gold)
-    ])
-
-    test_pred = predict(obj, tokenizer, kb, [r["question"] for r in test], args.maxlen,
-                        args.batch_size, args.beam_size, desc="decoding test",
-                        constrained=constrained) if test else []
-    write_json_lines(os.path.join(out, f"{TASK}_predict.json"),
-                     [{"id": r["id"], "answer": format_answer(t)}
-                      for r, (_, t, _) in zip(test, test_pred)])
-
-    summary = {
-        "task": TASK,
-        "metric": "EMF1 = 0.5 * EM_O + 0.5 * F1_O (KgCLUE evaluation)",
-        "score": metrics["EMF1"],
-        "examples": len(dev),
-        "seconds": round(time.time() - start, 2),
-        "em": metrics["EM_O"],
-        "f1": metrics["F1_O"],
-        "metrics": metrics,
-        "model": args.model,
-        "model_dir": args.model_dir,
-        "backend": keras.backend.backend(),
-        "train_examples": len(train),
-        "steps": steps,
-        "knowledge_triples": kb.triples,
-        "beam_size": args.beam_size,
-        "trie": constrained,
-        "kb_answers": sum(in_kb for _, _, in_kb in dev_pred) / len(dev_pred),
-        "decode_seconds": round(decode_seconds, 2),
-    }
-    write_json(os.path.join(out, f"{TASK}_dev.json"), summary)
-    print(f"dev: EM_O {metrics['EM_O']:.4f}  F1_O {metrics['F1_O']:.4f}  "
-          f"score {metrics['EMF1']:.4f}  KB answers {summary['kb_answers']:.4f}  "
-          f"({len(dev)} examples, {summary['seconds']:.1f} s)")
-    for r, (_, t, _), g in list(zip(dev, dev_pred, gold))[:3]:
-        print(f"  {r['question']}  ->  {format_answer(t)}   (gold: {format_answer(g)})")
-    print(f"wrote {os.path.join(out, TASK + '_predict.json')} ({len(test)} test answers)")
+    summary = decode_and_report(args, obj, tokenizer, kb, dev, test, len(train), steps, start,
+                                constrained=not args.no_trie, out=args.output_dir)
+    if args.also_free:
+        summary["free"] = decode_and_report(args, obj, tokenizer, kb, dev, test, len(train),
+                                            steps, start, constrained=False,
+                                            out=os.path.join(args.output_dir, "free"))
     return summary
 
 
