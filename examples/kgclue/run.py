@@ -435,7 +435,8 @@ def decode_and_report(args, obj, tokenizer, kb, dev, test, train_examples, steps
         "decode_seconds": round(decode_seconds, 2),
     }
     write_json(os.path.join(out, f"{TASK}_dev.json"), summary)
-    print(f"dev: EM_O {metrics['EM_O']:.4f}  F1_O {metrics['F1_O']:.4f}  "
+    mode = "trie" if constrained else "free"
+    print(f"dev ({mode} decoding): EM_O {metrics['EM_O']:.4f}  F1_O {metrics['F1_O']:.4f}  "
           f"score {metrics['EMF1']:.4f}  KB answers {summary['kb_answers']:.4f}  "
           f"({len(dev)} examples, {summary['seconds']:.1f} s)")
     for r, (_, t, _), g in list(zip(dev, dev_pred, gold))[:3]:
