@@ -32,8 +32,8 @@ Floor (``--floor``, JAX worker): one greedy step at batch 1 must read every deco
 uses and the LM head once (:func:`step_weight_count`: self-attention, the cross-attention
 query/output projections, the gated FFN, norms, ``lm_head``; cross-attention keys/values are
 computed once at prefill). The worker times an XLA matrix-vector product over a matrix of
-exactly that many fp32 numbers (best of 50): no implementation of the step on this machine can
-be faster than that read. The tables give each side's ms/step next to it; when both sit near
+exactly that many fp32 numbers (best of 50): XLA's best case for reading those weights once,
+which a step built from many smaller products does not beat in practice. The tables give each side's ms/step next to it; when both sit near
 the floor, neither can be much faster than the other without reading fewer bytes.
 
 Rounds: this machine's memory bandwidth drifts by up to ~20 % between minutes, so one worker
