@@ -9,6 +9,65 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+#: end-to-end tests of examples and scripts (they compose the library's tested API): in a
+#: multi-backend run each runs in one backend pass only, spread over the passes
+EXAMPLE_FILES = {
+    "test_bert4keras_examples.py", "test_bert4keras_clue_scripts.py", "test_clue.py",
+    "test_kgclue.py", "test_title_generation.py", "test_fewshot_sentiment.py",
+    "test_sentence_embeddings.py", "test_example_cws.py", "test_demo.py",
+    "test_pretraining.py",
+}
+#: tests that never touch a Keras backend: run in the first pass only
+BACKEND_FREE_FILES = {
+    "test_tokenizers.py", "test_metrics.py", "test_datasets.py", "test_cmekg_questions.py",
+}
+
+
+def pass_of(nodeid, passes):
+    """The backend pass (one of ``passes``) that runs the example test ``nodeid``: a stable
+    hash of its id, so every backend runs a share of the examples."""
+    import zlib
+
+    return passes[zlib.crc32(nodeid.encode()) % len(passes)]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Split the example and backend-free tests over the passes of ``scripts/test.sh``.
+
+    ``scripts/test.sh`` exports ``BERT4KERAS3_PASSES`` (the backends it runs, in order).
+    Unset (plain ``pytest``), or with ``BERT4KERAS3_ALL_TESTS=1``, every test runs.
+    """
+    passes = os.environ.get("BERT4KERAS3_PASSES", "").split()
+    if not passes or os.environ.get("BERT4KERAS3_ALL_TESTS") == "1":
+        return
+    import keras
+
+    backend = keras.backend.backend()
+    if backend not in passes:
+        raise pytest.UsageError(f"BERT4KERAS3_PASSES={' '.join(passes)!r} does not list "
+                                f"the running backend {backend!r}")
+    keep, drop = [], []
+    for item in items:
+        name = os.path.basename(str(item.fspath))
+        if name in EXAMPLE_FILES:
+            ours = pass_of(item.nodeid, passes) == backend
+        elif name in BACKEND_FREE_FILES:
+            ours = passes[0] == backend
+        else:
+            ours = True
+        (keep if ours else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_report_header(config):
+    passes = os.environ.get("BERT4KERAS3_PASSES", "")
+    if passes and os.environ.get("BERT4KERAS3_ALL_TESTS") != "1":
+        return (f"backend passes: {passes}; example tests are spread over the passes and "
+                "backend-free tests run in the first (BERT4KERAS3_ALL_TESTS=1 runs all)")
+    return None
+
 
 @pytest.fixture(autouse=True)
 def _seed():
